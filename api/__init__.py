@@ -1,0 +1,1 @@
+"""The HTTP query and admin API."""

@@ -1,0 +1,1 @@
+"""OTLP receivers: decode, authenticate, validate, hand off. Knows nothing of what is downstream."""

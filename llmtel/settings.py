@@ -1,0 +1,50 @@
+"""The one settings class: explicit argument > environment (LLMTEL_*) > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMTEL_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Where embedded state lives.")
+    clickhouse_url: str = Field(
+        "",
+        description="chdb:///path (embedded engine) or http(s)://host:8123/db; "
+        "default chdb://<data_dir>/clickhouse",
+    )
+    clickhouse_database: str = Field("llmtel", description="Database for chdb:// URLs.")
+    retention_days: int = Field(30, ge=1, description="Span TTL in days.")
+
+    host: str = Field("0.0.0.0", description="Bind address for all listeners.")
+    otlp_grpc_port: int = 4317
+    otlp_http_port: int = 4318
+    api_port: int = 8000
+
+    admin_key: SecretStr | None = Field(None, description="Admin key to install on first start.")
+    no_auth: bool = Field(False, description="Accept all data as tenant 'default'. Unsafe.")
+    key_cache_ttl_s: float = Field(2.0, gt=0, description="How long a key lookup is cached.")
+
+    max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Decompressed limit.")
+    bus_capacity_spans: int = Field(200_000, gt=0, description="Spans accepted but not written.")
+    batch_max_rows: int = Field(20_000, gt=0)
+    batch_max_wait_s: float = Field(0.25, gt=0)
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent when at capacity.")
+
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _default_clickhouse_url(self) -> Settings:
+        if not self.clickhouse_url:
+            self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self
+
+    @property
+    def embedded_engine(self) -> bool:
+        return self.clickhouse_url.startswith("chdb://")

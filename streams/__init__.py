@@ -1,0 +1,1 @@
+"""Stream processing: pure processors, the in-process bus, the ClickHouse writer."""
