@@ -1,0 +1,164 @@
+"""Embedded mode: every part of llmtel in one process, in-process bus, embedded ClickHouse.
+
+Start order: storage (migrate, bootstrap keys) -> writer -> API -> OTLP receivers.
+Stop order is the reverse for receivers, so that nothing new is accepted, then the bus is
+closed and drained into ClickHouse before the API and the engine go away: every request
+that got a success answer is stored before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+
+import uvicorn
+from prometheus_client import make_asgi_app
+
+from api.app import create_app
+from ingest.grpc import create_otlp_grpc_server
+from ingest.http import create_otlp_http_app
+from ingest.service import IngestService
+from llmtel import logs
+from llmtel.settings import Settings
+from schema.clickhouse import Database
+from schema.messages import OtlpMessage
+from schema.migrate import migrate
+from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
+from schema.tenants import TenantStore
+from streams.bus import InProcessBus
+from streams.deadletter import DeadLetterDirectory
+from streams.normalize import normalize
+from streams.pricing import Pricer
+from streams.writer import SpanWriter
+
+log = logging.getLogger("llmtel")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the embedded runner."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn(app: object, host: str, port: int) -> _Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    return _Server(config)
+
+
+def _announce_keys(new_keys: dict[str, str]) -> None:
+    """Print generated keys once; only their hashes are stored."""
+    if not new_keys:
+        return
+    lines = ["", "llmtel generated these keys. They are shown ONCE; store them now:"]
+    lines += [f"  {name:<16} {key}" for name, key in new_keys.items()]
+    lines.append("")
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then shut down without losing accepted data."""
+    if settings.embedded_engine:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
+    applied = migrate(db, settings.retention_days)
+    if applied:
+        log.info("migrations applied", extra={"migrations": applied})
+    tenants = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    _announce_keys(tenants.bootstrap(admin_key))
+    if settings.no_auth:
+        log.warning(
+            "AUTHENTICATION IS OFF (--no-auth): anyone who can reach the OTLP ports can write "
+            "as tenant 'default' and read every tenant's data through the API"
+        )
+
+    pricer = Pricer()
+
+    def process(message: OtlpMessage) -> SpanBatch:
+        return normalize(message, tenants.get_settings(message.tenant_id), pricer)
+
+    def store(batch: SpanBatch) -> None:
+        db.insert_columns(SPANS_TABLE, batch.columns, SPAN_COLUMNS)
+
+    bus = InProcessBus(settings.bus_capacity_spans, settings.retry_after_s)
+    writer = SpanWriter(
+        bus, process, store, DeadLetterDirectory(settings.data_dir / "dead-letter"),
+        max_rows=settings.batch_max_rows, max_wait_s=settings.batch_max_wait_s,
+    )  # fmt: skip
+    writer_task = asyncio.create_task(writer.run(), name="llmtel-writer")
+
+    service = IngestService(bus, None if settings.no_auth else tenants)
+    api_app = create_app(db, tenants, no_auth=settings.no_auth, ready=lambda: not bus.closed)
+    api_app.mount("/metrics", make_asgi_app())
+    api = _uvicorn(api_app, settings.host, settings.api_port)
+    otlp_http = _uvicorn(
+        create_otlp_http_app(service, settings.max_request_bytes),
+        settings.host,
+        settings.otlp_http_port,
+    )
+    grpc_server = create_otlp_grpc_server(
+        service, f"{settings.host}:{settings.otlp_grpc_port}", settings.max_request_bytes
+    )
+    api_task = asyncio.create_task(api.serve(), name="llmtel-api")
+    http_task = asyncio.create_task(otlp_http.serve(), name="llmtel-otlp-http")
+    await grpc_server.start()
+    log.info(
+        "llmtel is up (embedded)",
+        extra={
+            "otlp_grpc": settings.otlp_grpc_port,
+            "otlp_http": settings.otlp_http_port,
+            "api": settings.api_port,
+            "clickhouse": settings.clickhouse_url,
+        },
+    )
+    failed = asyncio.create_task(_first_failure(api_task, http_task, writer_task))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: refusing new data, flushing what was accepted")
+
+    await grpc_server.stop(grace=5)
+    otlp_http.should_exit = True
+    await asyncio.gather(http_task, return_exceptions=True)
+    bus.close()
+    await writer_task
+    log.info("flushed", extra={"stored_spans": writer.stored_spans})
+    api.should_exit = True
+    await asyncio.gather(api_task, return_exceptions=True)
+    failed.cancel()
+    stopped.cancel()
+    db.close()
+
+
+async def _first_failure(*tasks: asyncio.Task[None]) -> None:
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if not task.cancelled() and task.exception():
+            log.error("component failed", exc_info=task.exception())
+
+
+def run(settings: Settings) -> int:
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0

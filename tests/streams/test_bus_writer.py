@@ -1,0 +1,145 @@
+"""The bus bounds memory and pushes back; the writer stores everything, retries, sets aside."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from schema.messages import BusFull, HandoffUnavailable, OtlpMessage
+from schema.spans import SpanBatch
+from streams.bus import InProcessBus
+from streams.writer import SpanWriter
+
+
+def message(spans: int, tenant: str = "t") -> OtlpMessage:
+    return OtlpMessage(tenant, 0, ExportTraceServiceRequest(), spans)
+
+
+def rows_for(msg: OtlpMessage) -> SpanBatch:
+    batch = SpanBatch()
+    for column in batch.columns:
+        column.extend([msg.tenant_id] * msg.span_count)
+    return batch
+
+
+async def test_bus_refuses_when_full_and_accepts_after_release() -> None:
+    bus = InProcessBus(capacity_spans=10, retry_after_s=3)
+    await bus.submit(message(6))
+    with pytest.raises(BusFull) as refused:
+        await bus.submit(message(5))
+    assert refused.value.retry_after_s == 3
+    taken = await bus.take(100, 0.01)
+    assert [m.span_count for m in taken] == [6]
+    # taken but not stored: capacity is still held
+    with pytest.raises(BusFull):
+        await bus.submit(message(5))
+    bus.release(6)
+    await bus.submit(message(5))
+    assert bus.in_flight_spans == 5
+
+
+async def test_oversized_request_is_accepted_into_an_empty_bus() -> None:
+    bus = InProcessBus(capacity_spans=10)
+    await bus.submit(message(50))
+    assert bus.in_flight_spans == 50
+
+
+async def test_take_respects_max_spans_and_waits_to_fill() -> None:
+    bus = InProcessBus(capacity_spans=1000)
+    for _ in range(5):
+        await bus.submit(message(3))
+    first = await bus.take(7, 0.01)
+    assert sum(m.span_count for m in first) == 6  # whole messages only
+    rest = await bus.take(100, 0.01)
+    assert sum(m.span_count for m in rest) == 9
+
+
+async def test_closed_bus_refuses_then_drains() -> None:
+    bus = InProcessBus(capacity_spans=100)
+    await bus.submit(message(4))
+    bus.close()
+    with pytest.raises(HandoffUnavailable):
+        await bus.submit(message(1))
+    assert [m.span_count for m in await bus.take(100, 1.0)] == [4]
+    assert await bus.take(100, 1.0) == []
+
+
+async def test_writer_stores_everything_then_stops_when_bus_closes() -> None:
+    bus = InProcessBus(capacity_spans=10_000)
+    stored: list[SpanBatch] = []
+    writer = SpanWriter(
+        bus, rows_for, stored.append, lambda m, e: None, max_rows=50, max_wait_s=0.01
+    )
+    task = asyncio.create_task(writer.run())
+    for i in range(40):
+        await bus.submit(message(7, tenant=f"t{i % 3}"))
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert sum(len(b) for b in stored) == 280
+    assert all(len(b) <= 56 for b in stored)  # batches bounded (whole messages)
+    assert bus.in_flight_spans == 0
+
+
+async def test_writer_retries_a_failing_store_without_losing_rows() -> None:
+    bus = InProcessBus(capacity_spans=100)
+    attempts = 0
+    stored: list[SpanBatch] = []
+
+    def flaky_store(batch: SpanBatch) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise ConnectionError("clickhouse down")
+        stored.append(batch)
+
+    writer = SpanWriter(
+        bus,
+        rows_for,
+        flaky_store,
+        lambda m, e: None,
+        max_rows=100,
+        max_wait_s=0.01,
+        retry_initial_s=0.01,
+    )
+    task = asyncio.create_task(writer.run())
+    await bus.submit(message(60))
+    await asyncio.sleep(0.005)
+    # while the store fails, capacity stays held: the edge is pushed back
+    with pytest.raises(BusFull):
+        await bus.submit(message(60))
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert attempts == 3
+    assert sum(len(b) for b in stored) == 60
+    assert bus.in_flight_spans == 0
+
+
+async def test_writer_sets_aside_a_request_it_cannot_process_and_keeps_going() -> None:
+    bus = InProcessBus(capacity_spans=100)
+    stored: list[SpanBatch] = []
+    dead: list[tuple[OtlpMessage, BaseException]] = []
+
+    def process(msg: OtlpMessage) -> SpanBatch:
+        if msg.tenant_id == "poison":
+            raise ValueError("boom")
+        return rows_for(msg)
+
+    writer = SpanWriter(
+        bus,
+        process,
+        stored.append,
+        lambda m, e: dead.append((m, e)),
+        max_rows=100,
+        max_wait_s=0.01,
+    )
+    task = asyncio.create_task(writer.run())
+    await bus.submit(message(2, "a"))
+    await bus.submit(message(3, "poison"))
+    await bus.submit(message(4, "b"))
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert sum(len(b) for b in stored) == 6
+    assert [m.tenant_id for m, _ in dead] == ["poison"]
+    assert bus.in_flight_spans == 0
