@@ -114,6 +114,12 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dev_kafka(args: argparse.Namespace) -> int:
+    from llmtel.devkafka import run_dev_kafka
+
+    return run_dev_kafka(args.port, args.data_dir)
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="state directory (LLMTEL_DATA_DIR, ./data)")
     parser.add_argument("--clickhouse-url", help="chdb:///path or http(s)://host:8123/db")
@@ -158,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     rk = tsub.add_parser("revoke-key", help="revoke an API key by its id")
     rk.add_argument("key_id")
     tenant.set_defaults(func=_cmd_tenant)
+
+    dev = commands.add_parser("dev", help="development helpers")
+    dsub = dev.add_subparsers(dest="dev_command", required=True)
+    kafka = dsub.add_parser("kafka", help="run a single-node Kafka 3.9 (KRaft) fetched with Maven")
+    kafka.add_argument("--port", type=int)
+    kafka.add_argument("--data-dir", type=Path)
+    kafka.set_defaults(func=_cmd_dev_kafka)
     return parser
 
 
