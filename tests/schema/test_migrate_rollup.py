@@ -1,0 +1,85 @@
+"""The per-minute LLM rollup, filled by its materialized view on every span insert."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from schema.clickhouse import Database
+from tests.api.rows import BASE_NS, MS, NS, insert_spans, llm_span, span
+
+pytestmark = pytest.mark.clickhouse
+
+FIGURES = (
+    "sum(Requests), sum(Errors), sum(InputTokens), sum(OutputTokens), sum(CacheReadTokens), "
+    "sum(ReasoningTokens), sum(CostUsd), sum(UnpricedRequests)"
+)
+
+
+def rollup(db: Database, group: str = "", where: str = "1") -> list[tuple[Any, ...]]:
+    keys = f"{group}, " if group else ""
+    tail = f" GROUP BY {group} ORDER BY {group}" if group else ""
+    return db.query(f"SELECT {keys}{FIGURES} FROM {{db}}.llm_rollup_1m WHERE {where}{tail}")
+
+
+def test_counts_tokens_and_exact_cost_per_minute_model_and_tenant(db: Database) -> None:
+    minute = BASE_NS
+    spans = [
+        llm_span(TenantId="a", Timestamp=minute + i * NS, cost="0.1", input_tokens=10,
+                 output_tokens=5, LlmCacheReadTokens=2, LlmReasoningTokens=1)
+        for i in range(3)
+    ] + [
+        llm_span(TenantId="a", Timestamp=minute + 5 * NS, cost="0.2", StatusCode="Error"),
+        llm_span(TenantId="a", Timestamp=minute + 61 * NS, cost=None, model="mystery"),
+        llm_span(TenantId="b", Timestamp=minute, cost="0.000000000001"),
+        span(TenantId="a", Timestamp=minute + NS),  # not an LLM span: not in the rollup
+    ]  # fmt: skip
+    insert_spans(db, spans)
+    rows = rollup(db, "TenantId, toUnixTimestamp(Minute), Model")
+    m0 = minute // NS
+    assert rows == [
+        ("a", m0, "gpt-4o", 4, 1, 130, 35, 6, 3, Decimal("0.5"), 0),
+        ("a", m0 + 60, "mystery", 1, 0, 100, 20, 0, 0, Decimal("0"), 1),
+        ("b", m0, "gpt-4o", 1, 0, 100, 20, 0, 0, Decimal("0.000000000001"), 0),
+    ]
+
+
+def test_decimal_sums_stay_exact_across_inserts_and_merges(db: Database) -> None:
+    # 0.1 + 0.2 in floating point is 0.30000000000000004; in Decimal(38, 12) it is 0.3
+    for _ in range(10):
+        insert_spans(db, [llm_span(TenantId="a", cost="0.1"), llm_span(TenantId="a", cost="0.2")])
+    insert_spans(db, [llm_span(TenantId="a", cost="0.000000000001") for _ in range(1000)])
+    insert_spans(db, [llm_span(TenantId="a", cost="123456789012.123456789012")])
+    expected = Decimal("3") + Decimal("0.000000001") + Decimal("123456789012.123456789012")
+    assert rollup(db)[0][6] == expected
+    db.command("OPTIMIZE TABLE {db}.llm_rollup_1m FINAL")
+    assert rollup(db)[0][6] == expected
+    assert rollup(db)[0][0] == 1021
+    parts = db.query("SELECT count() FROM {db}.llm_rollup_1m")
+    assert parts[0][0] < 1021  # aggregated, not one row per span
+
+
+def test_model_falls_back_to_the_request_model(db: Database) -> None:
+    insert_spans(db, [
+        llm_span(TenantId="a", LlmRequestModel="gpt-4o", LlmResponseModel="gpt-4o-2024-08-06"),
+        llm_span(TenantId="a", LlmRequestModel="claude-x", LlmResponseModel=""),
+    ])  # fmt: skip
+    assert [r[0] for r in rollup(db, "Model")] == ["claude-x", "gpt-4o-2024-08-06"]
+
+
+def test_latency_quantiles_are_plausible(db: Database) -> None:
+    spans = [
+        llm_span(TenantId="a", Duration=(i + 1) * MS, LlmTimeToFirstTokenMs=float(i + 1))
+        for i in range(1000)
+    ] + [llm_span(TenantId="a", Duration=5 * MS)]  # no TTFT: not in the TTFT digest
+    insert_spans(db, spans[:500])
+    insert_spans(db, spans[500:])
+    (p50, p95), ttft50 = db.query(
+        "SELECT quantilesTDigestMerge(0.5, 0.95)(DurationNs), "
+        "quantileTDigestMerge(0.5)(TimeToFirstTokenMs) FROM {db}.llm_rollup_1m"
+    )[0]
+    assert 450 * MS <= p50 <= 550 * MS
+    assert 900 * MS <= p95 <= 1000 * MS
+    assert 450 <= ttft50 <= 550
