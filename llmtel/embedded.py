@@ -13,7 +13,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 import uvicorn
 from prometheus_client import make_asgi_app
@@ -46,7 +47,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: object, host: str, port: int) -> _Server:
+def _uvicorn(app: Callable[..., Any], host: str, port: int) -> _Server:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=10,
