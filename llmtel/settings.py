@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.windows import WindowConfig
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMTEL_", extra="ignore")
@@ -36,6 +38,22 @@ class Settings(BaseSettings):
     batch_max_wait_s: float = Field(0.25, gt=0)
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent when at capacity.")
 
+    # distributed mode
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of created topics.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
+    kafka_send_timeout_s: float = Field(
+        5.0, gt=0, description="How long ingest waits for the broker before answering 503."
+    )
+    kafka_consumer_group: str = Field("llmtel-sink", description="Sink consumer group.")
+
+    # windows and anomalies (both modes)
+    window_s: float = Field(60.0, gt=0, description="Tumbling window length.")
+    window_lateness_s: float = Field(5.0, ge=0, description="Allowed lateness after window end.")
+    window_history: int = Field(30, ge=1, description="Closed windows in the rolling average.")
+    anomaly_factor: float = Field(3.0, gt=1, description="Anomaly when value > factor x avg.")
+    anomaly_min_history: int = Field(5, ge=1, description="Windows of history before alerting.")
+
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
@@ -44,6 +62,15 @@ class Settings(BaseSettings):
         if not self.clickhouse_url:
             self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
         return self
+
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(
+            window_s=self.window_s,
+            lateness_s=self.window_lateness_s,
+            history=self.window_history,
+            factor=self.anomaly_factor,
+            min_history=self.anomaly_min_history,
+        )
 
     @property
     def embedded_engine(self) -> bool:
