@@ -30,10 +30,12 @@ from schema.messages import OtlpMessage
 from schema.migrate import migrate
 from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
 from schema.tenants import TenantStore
+from schema.window_store import insert_anomalies, insert_windows
 from streams.bus import InProcessBus
 from streams.deadletter import DeadLetterDirectory
 from streams.normalize import normalize
 from streams.pricing import Pricer
+from streams.window_task import WindowTask
 from streams.writer import SpanWriter
 
 log = logging.getLogger("llmtel")
@@ -87,8 +89,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     def process(message: OtlpMessage) -> SpanBatch:
         return normalize(message, tenants.get_settings(message.tenant_id), pricer)
 
+    windows = WindowTask(
+        settings.window_config(),
+        lambda records: insert_windows(db, records),
+        lambda records: insert_anomalies(db, records),
+        state_file=settings.data_dir / "windows-state.json",
+    )
+
     def store(batch: SpanBatch) -> None:
         db.insert_columns(SPANS_TABLE, batch.columns, SPAN_COLUMNS)
+        try:  # stored is stored: a window bug must not make the writer insert again
+            windows.add(batch)
+        except Exception:
+            log.exception("window aggregation failed for a stored batch")
 
     bus = InProcessBus(settings.bus_capacity_spans, settings.retry_after_s)
     writer = SpanWriter(
@@ -96,6 +109,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         max_rows=settings.batch_max_rows, max_wait_s=settings.batch_max_wait_s,
     )  # fmt: skip
     writer_task = asyncio.create_task(writer.run(), name="llmtel-writer")
+    windows_stop = asyncio.Event()
+    windows_task = asyncio.create_task(windows.run(windows_stop), name="llmtel-windows")
 
     service = IngestService(bus, None if settings.no_auth else tenants)
     api_app = create_app(db, tenants, no_auth=settings.no_auth, ready=lambda: not bus.closed)
@@ -132,6 +147,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bus.close()
     await writer_task
     log.info("flushed", extra={"stored_spans": writer.stored_spans})
+    windows_stop.set()
+    await windows_task
     api.should_exit = True
     await asyncio.gather(api_task, return_exceptions=True)
     failed.cancel()

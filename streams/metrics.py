@@ -26,3 +26,9 @@ PROCESS_SECONDS = Histogram(
     "Time to normalise one batch of requests into rows.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+LATE_SPANS = Counter(
+    "llmtel_late_spans_total",
+    "LLM spans that arrived after their window closed (stored, but not in any window).",
+)
+WINDOWS_EMITTED = Counter("llmtel_windows_emitted_total", "Closed usage windows emitted.")
+ANOMALIES_EMITTED = Counter("llmtel_anomalies_emitted_total", "Anomalies detected.")
