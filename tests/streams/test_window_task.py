@@ -15,7 +15,7 @@ from streams.window_task import WindowTask
 from streams.windows import WindowConfig
 
 S = 1_000_000_000
-DEFAULTS: dict[str, Any] = {name: "" for name in SPAN_COLUMNS} | {
+DEFAULTS: dict[str, Any] = dict.fromkeys(SPAN_COLUMNS, "") | {
     "Duration": 100_000_000,
     "IsLlm": True,
     "StatusCode": "Ok",
