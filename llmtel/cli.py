@@ -21,7 +21,7 @@ from llmtel import __version__
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "data_dir", "clickhouse_url", "host", "api_port", "otlp_http_port",
-        "otlp_grpc_port", "log_format", "log_level",
+        "otlp_grpc_port", "log_format", "log_level", "kafka_bootstrap", "auth_url",
     )  # fmt: skip
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "no_auth", False):
@@ -34,6 +34,20 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from llmtel.settings import Settings
 
     return run(Settings(**_settings_overrides(args)))
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from llmtel.roles import run_ingest
+    from llmtel.settings import Settings
+
+    return run_ingest(Settings(**_settings_overrides(args)))
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from llmtel.roles import run_api
+    from llmtel.settings import Settings
+
+    return run_api(Settings(**_settings_overrides(args)))
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -50,6 +64,20 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     finally:
         db.close()
     print("\n".join(applied) if applied else "schema is up to date")
+    if args.kafka:
+        import asyncio
+
+        from schema.topics import ensure_topics
+
+        created = asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap,
+                settings.kafka_topic_partitions,
+                settings.kafka_replication_factor,
+                max_request_bytes=settings.max_request_bytes,
+            )
+        )
+        print("created topics: " + ", ".join(created) if created else "topics are up to date")
     return 0
 
 
@@ -127,6 +155,14 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level")
 
 
+def _listen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (0.0.0.0)")
+    parser.add_argument("--api-port", type=int, help="API port (8000)")
+    parser.add_argument("--otlp-http-port", type=int, help="OTLP/HTTP port (4318)")
+    parser.add_argument("--otlp-grpc-port", type=int, help="OTLP/gRPC port (4317)")
+    parser.add_argument("--no-auth", action="store_true", help="accept all data as tenant default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmtel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llmtel {__version__}")
@@ -134,16 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run everything in one process (embedded mode)")
     _server_options(up)
-    up.add_argument("--host", help="bind address (0.0.0.0)")
-    up.add_argument("--api-port", type=int, help="API port (8000)")
-    up.add_argument("--otlp-http-port", type=int, help="OTLP/HTTP port (4318)")
-    up.add_argument("--otlp-grpc-port", type=int, help="OTLP/gRPC port (4317)")
-    up.add_argument("--no-auth", action="store_true", help="accept all data as tenant default")
+    _listen_options(up)
     up.set_defaults(func=_cmd_up)
 
     mig = commands.add_parser("migrate", help="apply pending ClickHouse migrations")
     _server_options(mig)
+    mig.add_argument("--kafka", action="store_true", help="also create the Kafka topics")
+    mig.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
     mig.set_defaults(func=_cmd_migrate)
+
+    ingest = commands.add_parser("ingest", help="distributed: OTLP receivers -> Kafka")
+    _server_options(ingest)
+    _listen_options(ingest)
+    ingest.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
+    ingest.add_argument("--auth-url", help="llmtel API that checks keys (else ClickHouse)")
+    ingest.set_defaults(func=_cmd_ingest)
+
+    api = commands.add_parser("api", help="distributed: the query and admin API")
+    _server_options(api)
+    _listen_options(api)
+    api.set_defaults(func=_cmd_api)
 
     tenant = commands.add_parser("tenant", help="manage tenants on a running server")
     tenant.add_argument(

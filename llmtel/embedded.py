@@ -9,21 +9,16 @@ that got a success answer is stored before the process exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Callable, Generator
-from typing import Any
 
-import uvicorn
 from prometheus_client import make_asgi_app
 
 from api.app import create_app
 from ingest.grpc import create_otlp_grpc_server
 from ingest.http import create_otlp_http_app
 from ingest.service import IngestService
-from llmtel import logs
+from llmtel.serving import http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.messages import OtlpMessage
@@ -39,22 +34,6 @@ from streams.window_task import WindowTask
 from streams.writer import SpanWriter
 
 log = logging.getLogger("llmtel")
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the embedded runner."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _uvicorn(app: Callable[..., Any], host: str, port: int) -> _Server:
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=10,
-    )  # fmt: skip
-    return _Server(config)
 
 
 def _announce_keys(new_keys: dict[str, str]) -> None:
@@ -115,8 +94,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     service = IngestService(bus, None if settings.no_auth else tenants)
     api_app = create_app(db, tenants, no_auth=settings.no_auth, ready=lambda: not bus.closed)
     api_app.mount("/metrics", make_asgi_app())
-    api = _uvicorn(api_app, settings.host, settings.api_port)
-    otlp_http = _uvicorn(
+    api = http_server(api_app, settings.host, settings.api_port)
+    otlp_http = http_server(
         create_otlp_http_app(service, settings.max_request_bytes),
         settings.host,
         settings.otlp_http_port,
@@ -164,19 +143,4 @@ async def _first_failure(*tasks: asyncio.Task[None]) -> None:
 
 
 def run(settings: Settings) -> int:
-    logs.configure(settings.log_level, settings.log_format)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
-    return 0
+    return run_until_signal(settings, lambda stop: serve(settings, stop))

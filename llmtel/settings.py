@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     kafka_send_timeout_s: float = Field(
         5.0, gt=0, description="How long ingest waits for the broker before answering 503."
     )
+    auth_url: str = Field(
+        "",
+        description="llmtel API that `llmtel ingest` asks to check keys; empty: read ClickHouse.",
+    )
+    metrics_port: int = Field(9464, description="/metrics port of ingest, streams and sink.")
     kafka_consumer_group: str = Field("llmtel-sink", description="Sink consumer group.")
 
     # windows and anomalies (both modes)

@@ -1,0 +1,108 @@
+"""The distributed roles, each its own process: `llmtel ingest`, `api` (sink and streams
+are wired in `llmtel.sink_role` / `llmtel.streams_role`).
+
+Every role reads the same `Settings`; stopping a role (SIGINT/SIGTERM) stops accepting
+first, then hands on or flushes what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import make_asgi_app, start_http_server
+
+from api.app import create_app
+from ingest.grpc import create_otlp_grpc_server
+from ingest.http import create_otlp_http_app
+from ingest.kafka import KafkaHandoff
+from ingest.ports import Authenticator
+from ingest.remote_auth import RemoteAuthenticator
+from ingest.service import IngestService
+from llmtel.serving import http_server, run_until_signal
+from llmtel.settings import Settings
+from schema.clickhouse import Database
+from schema.migrate import migrate
+from schema.tenants import TenantStore
+
+log = logging.getLogger("llmtel")
+
+
+def _authenticator(settings: Settings) -> tuple[Authenticator | None, Database | None]:
+    if settings.no_auth:
+        log.warning("AUTHENTICATION IS OFF (--no-auth): all data is written as tenant 'default'")
+        return None, None
+    if settings.auth_url:
+        return RemoteAuthenticator(settings.auth_url, settings.key_cache_ttl_s), None
+    db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
+    return TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s), db
+
+
+async def serve_ingest(settings: Settings, stop: asyncio.Event) -> None:
+    """OTLP receivers -> Kafka; an OK is sent only after the broker acknowledged."""
+    handoff = KafkaHandoff(
+        settings.kafka_bootstrap,
+        send_timeout_s=settings.kafka_send_timeout_s,
+        max_request_bytes=settings.max_request_bytes,
+        retry_after_s=settings.retry_after_s,
+    )
+    await handoff.start(wait_s=10)
+    authenticator, db = _authenticator(settings)
+    service = IngestService(handoff, authenticator)
+    start_http_server(settings.metrics_port, addr=settings.host)
+    otlp_http = http_server(
+        create_otlp_http_app(service, settings.max_request_bytes),
+        settings.host,
+        settings.otlp_http_port,
+    )
+    grpc_server = create_otlp_grpc_server(
+        service, f"{settings.host}:{settings.otlp_grpc_port}", settings.max_request_bytes
+    )
+    http_task = asyncio.create_task(otlp_http.serve(), name="llmtel-otlp-http")
+    await grpc_server.start()
+    log.info(
+        "llmtel ingest is up",
+        extra={
+            "kafka": settings.kafka_bootstrap,
+            "otlp_grpc": settings.otlp_grpc_port,
+            "otlp_http": settings.otlp_http_port,
+        },
+    )
+    await stop.wait()
+    await grpc_server.stop(grace=5)
+    otlp_http.should_exit = True
+    await asyncio.gather(http_task, return_exceptions=True)
+    await handoff.stop()
+    if isinstance(authenticator, RemoteAuthenticator):
+        await authenticator.aclose()
+    if db is not None:
+        db.close()
+
+
+async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None = None) -> None:
+    """The query and admin API (+ /metrics) over ClickHouse."""
+    own_db = db is None
+    if db is None:
+        db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
+        migrate(db, settings.retention_days)
+    tenants = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    for name, key in tenants.bootstrap(admin_key).items():
+        print(f"llmtel generated a key for {name} (shown once): {key}", flush=True)
+    app = create_app(db, tenants, no_auth=settings.no_auth)
+    app.mount("/metrics", make_asgi_app())
+    server = http_server(app, settings.host, settings.api_port)
+    task = asyncio.create_task(server.serve(), name="llmtel-api")
+    await stop.wait()
+    server.should_exit = True
+    await asyncio.gather(task, return_exceptions=True)
+    if own_db:
+        db.close()
+
+
+def run_ingest(settings: Settings) -> int:
+    return run_until_signal(settings, lambda stop: serve_ingest(settings, stop))
+
+
+def run_api(settings: Settings) -> int:
+    return run_until_signal(settings, lambda stop: serve_api(settings, stop))

@@ -1,0 +1,50 @@
+"""Serving helpers shared by the embedded runner and the distributed roles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+import uvicorn
+
+from llmtel import logs
+from llmtel.settings import Settings
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to our runner (several share a loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def http_server(app: Callable[..., Any], host: str, port: int) -> QuietServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    return QuietServer(config)
+
+
+def run_until_signal(settings: Settings, serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Configure logging, run `serve(stop)` on uvloop; SIGINT/SIGTERM set `stop`."""
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0
