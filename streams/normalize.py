@@ -1,33 +1,51 @@
 """One OTLP trace export request -> rows of `otel_traces`, in `SPAN_COLUMNS` order.
 
-This is the hot path (the product's budget is a few microseconds per span), so it avoids what
-makes protobuf slow in Python: a wrapper object per attribute. The request is read through
-"raw" message types that are wire-compatible with OTLP but declare `attributes`, `events` and
-`links` as `repeated bytes`, so upb hands over each attribute as the bytes of its `KeyValue`.
-Those bytes are the key of a process-wide cache of decoded `(key, string value)` pairs:
-instrumentations repeat most attributes verbatim (operation, provider, model, temperature,
-server address, token counts), so most attributes cost a dict lookup. Content attributes
-(prompts, completions) are never cached; they are decoded and privacy-filtered every time.
+    normalize(message, settings, pricer) -> SpanBatch
+    normalize_payload(payload_bytes, tenant_id, received_at_ns, settings, pricer) -> SpanBatch
+
+This is the hot path, so it avoids what makes protobuf slow in Python: a wrapper object per
+field and per attribute. The serialized request is parsed (by upb, in C) through two views
+that are wire-compatible with OTLP:
+
+- a row view whose `attributes`, `events` and `links` are `repeated bytes`, so each attribute
+  arrives as the bytes of its `KeyValue`;
+- a columnar view that declares `ScopeSpans.spans` as ONE message: parsing merges all spans
+  of a scope, so each repeated field lists that field of every span, in order. Fields present
+  in every span (ids, times, names, kinds) come out as whole columns built in C; a field some
+  spans omit (proto3 drops defaults) does not line up and is read span by span instead.
+
+Attribute bytes key a process-wide cache (one per privacy policy) of decoded
+`(key, string value)` pairs: instrumentations repeat most attributes verbatim (operation,
+provider, model, temperature, server address), so most attributes cost a dict lookup made in
+C. Each key caches at most a bounded number of values (ids never repeat); content attributes
+(prompts, completions) are never cached, they are decoded and privacy-filtered every time.
+The LLM fields are read by a small function compiled once per set of attribute keys.
 
 Values follow the OpenTelemetry Collector's ClickHouse exporter (`pcommon.Value.AsString`):
 strings as-is, bools "true"/"false", ints in decimal, doubles formatted like Go's
 `strconv.FormatFloat(f, 'f', -1, 64)` (exponent form below 1e-6 and from 1e21), bytes as
-standard base64, arrays and maps as compact JSON with sorted keys and HTML-escaped `<>&`.
-Span kinds and status codes use pdata's names ("Client", "Error"), ids are lowercase hex (""
-for empty or all-zero ids), timestamps and durations are integer nanoseconds.
+standard base64, arrays and maps as compact JSON with sorted keys and HTML-escaped `<>&`
+("" if Go's encoder would refuse them, e.g. a NaN inside). Span kinds and status codes use
+pdata's names ("Client", "Error"), ids are lowercase hex ("" for empty or all-zero ids),
+timestamps and durations are integer nanoseconds.
+
+Values in a batch are shared where they are equal (the resource attributes of a resource, a
+repeated event's attributes, the empty list of a span without events or links): treat every
+value as read-only.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
+from itertools import islice, repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Final, cast
 
 import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
@@ -51,7 +69,7 @@ __all__ = ["normalize", "normalize_payload", "attribute_value_string"]
 # --- wire-compatible "raw" views of the OTLP trace messages ---------------------------------
 
 
-def _raw_message_classes() -> dict[str, type[Message]]:
+def _raw_message_classes() -> dict[str, Any]:
     fd = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="llmtel/raw_trace.proto", package="llmtel.raw", syntax="proto3"
@@ -107,16 +125,41 @@ def _raw_message_classes() -> dict[str, type[Message]]:
         ("scope_spans", 2, msg, repeated, "ScopeSpans"),
     )
     message("Request", ("resource_spans", 1, msg, repeated, "ResourceSpans"))
+
+    # The columnar view: `ScopeSpans.spans` declared as ONE message, so parsing merges every
+    # span of a scope into it and each repeated field collects that field of all spans, in
+    # order. A field present in every span yields a list aligned with the spans (a column
+    # built in C); one absent from some spans (proto3 omits defaults) does not, and is then
+    # read span by span from the view above.
+    message(
+        "SpanColumns",
+        ("trace_id", 1, b, repeated, ""),
+        ("span_id", 2, b, repeated, ""),
+        ("trace_state", 3, s, repeated, ""),
+        ("parent_span_id", 4, b, repeated, ""),
+        ("name", 5, s, repeated, ""),
+        ("kind", 6, fd.TYPE_INT32, repeated, ""),
+        ("start_time_unix_nano", 7, fd.TYPE_FIXED64, repeated, ""),
+        ("end_time_unix_nano", 8, fd.TYPE_FIXED64, repeated, ""),
+        ("attributes", 9, b, repeated, ""),  # of all spans: split by per-span counts
+        ("events", 11, b, repeated, ""),
+        ("links", 13, b, repeated, ""),
+        ("status", 15, b, repeated, ""),
+    )
+    message("ScopeColumns", ("spans", 2, msg, optional, "SpanColumns"))
+    message("ResourceColumns", ("scope_spans", 2, msg, repeated, "ScopeColumns"))
+    message("ColumnsRequest", ("resource_spans", 1, msg, repeated, "ResourceColumns"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName("llmtel.raw." + name))
-        for name in ("Request", "Event", "Link")
+        for name in ("Request", "ColumnsRequest", "Event", "Link")
     }
 
 
 _RAW = _raw_message_classes()
 _RawRequest: Final = _RAW["Request"]
+_ColumnsRequest: Final = _RAW["ColumnsRequest"]
 _RawEvent: Final = _RAW["Event"]
 _RawLink: Final = _RAW["Link"]
 
@@ -145,6 +188,10 @@ def _go_float(value: float) -> str:
     return text
 
 
+class _Unencodable(Exception):
+    """A value Go's encoding/json refuses (NaN, ±Inf)."""
+
+
 class _GoFloat:
     """Marks a double inside an array/map so JSON writes it the way Go's encoder does."""
 
@@ -166,7 +213,7 @@ def _raw_any(value: AnyValue) -> Any:
     if which == "double_value":
         number = value.double_value
         if math.isinf(number) or math.isnan(number):
-            return None  # Go's encoder fails on these; the collector writes nothing useful
+            raise _Unencodable  # Go's encoder fails; the collector then stores ""
         return _GoFloat(_go_float(number))
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
@@ -215,7 +262,10 @@ def attribute_value_string(value: AnyValue) -> str:
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
     if which in ("array_value", "kvlist_value"):
-        return _go_json(_raw_any(value))
+        try:
+            return _go_json(_raw_any(value))
+        except _Unencodable:
+            return ""
     return ""
 
 
@@ -224,7 +274,7 @@ def attribute_value_string(value: AnyValue) -> str:
 Entry = tuple[str, str]
 ContentFilter = Callable[[str], "str | None"]
 
-_MAX_CACHE: Final = 50_000  # entries per privacy policy
+_MAX_CACHE: Final = 100_000  # entries per privacy policy (~20 MB)
 _MAX_CACHED_KV_BYTES: Final = 256
 _MAX_KEYS: Final = 65_536
 _keys: dict[bytes, str] = {}  # interned attribute keys by their UTF-8 bytes
@@ -240,53 +290,138 @@ def _key(raw: bytes) -> str:
     return key
 
 
+_prefixes: dict[bytes, str] = {}  # b"\\x0a<len><key>\\x12" -> interned key
+
+
 def _decode_kv(raw: bytes) -> Entry:
-    """Decode one serialized KeyValue; a fast path for the common string and int shapes."""
-    size = len(raw)
-    if size > 3 and raw[0] == 0x0A and raw[1] < 0x80:
-        end = 2 + raw[1]
-        if end + 2 < size and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
-            tag = raw[end + 2]
-            if tag == 0x0A and end + 3 < size and raw[end + 3] == size - end - 4:
-                return _key(raw[2:end]), raw[end + 4 :].decode()
-            if tag == 0x18 and raw[-1] < 0x80:
+    """Decode one serialized KeyValue; fast paths for string and int values.
+
+    A KeyValue is `0x0A len key 0x12 len AnyValue`; for keys shorter than 128 bytes the part
+    before the value's length is a fixed prefix per key, looked up in `_prefixes` (a match
+    also validates those bytes). Short strings and small ints are decoded with a handful of
+    byte reads; other lengths up to 16383 by the general path below; the rest through upb.
+    """
+    at = raw[1] + 3
+    key = _prefixes.get(raw[:at])
+    if key is None and raw[0] == 0x0A and raw[1] < 0x80 and raw[at - 1] == 0x12:
+        key = _intern_prefix(raw[:at])
+    if key is not None:
+        size = len(raw) - at  # the value: varint length, then the AnyValue
+        if size > 2 and raw[at] == size - 1:  # a one-byte length
+            tag = raw[at + 1]
+            if tag == 0x0A and raw[at + 2] == size - 3:  # a short string
+                return key, raw[at + 3 :].decode()
+            if tag == 0x18:  # int_value
+                if size == 3:
+                    return key, _SMALL_INTS[raw[at + 2]]
+                if size == 4 and raw[at + 2] & 0x80 and raw[at + 3] < 0x80:
+                    return key, str((raw[at + 2] & 0x7F) | (raw[at + 3] << 7))
+                if size == 5 and raw[at + 2] & raw[at + 3] & 0x80 and raw[at + 4] < 0x80:
+                    return key, str(
+                        (raw[at + 2] & 0x7F) | ((raw[at + 3] & 0x7F) << 7) | (raw[at + 4] << 14)
+                    )
+        return _decode_value(key, raw[at:], raw)
+    kv = KeyValue.FromString(raw)
+    return _key(kv.key.encode()), attribute_value_string(kv.value)
+
+
+_SMALL_INTS: Final = tuple(str(i) for i in range(128))
+
+
+def _decode_value(key: str, value: bytes, raw: bytes) -> Entry:
+    """The general path of `_decode_kv`: two-byte lengths, longer ints, other types."""
+    size = len(value)
+    if size > 2:
+        head = value[0]
+        if head < 0x80:
+            start = 1
+        elif value[1] < 0x80:
+            head = (head & 0x7F) | (value[1] << 7)
+            start = 2
+        else:
+            start = 0
+        if start and head == size - start:
+            tag = value[start]
+            if tag == 0x0A and size > start + 1:  # string_value
+                length = value[start + 1]
+                if length == size - start - 2:
+                    return key, value[start + 2 :].decode()
+                if length >= 0x80 and size > start + 2 and value[start + 2] < 0x80:
+                    length = (length & 0x7F) | (value[start + 2] << 7)
+                    if length == size - start - 3:
+                        return key, value[start + 3 :].decode()
+            elif tag == 0x18 and value[-1] < 0x80:  # int_value
                 number = 0
                 shift = 0
-                for byte in raw[end + 3 :]:
+                for byte in value[start + 1 :]:
                     number |= (byte & 0x7F) << shift
                     shift += 7
                 if number >= 1 << 63:
                     number -= 1 << 64
-                return _key(raw[2:end]), str(number)
+                return key, str(number)
     kv = KeyValue.FromString(raw)
     return _key(kv.key.encode()), attribute_value_string(kv.value)
+
+
+def _intern_prefix(prefix: bytes) -> str:
+    if len(_prefixes) >= _MAX_KEYS:
+        _prefixes.clear()
+    key = _prefixes[prefix] = _key(prefix[2:-1])
+    return key
 
 
 class _Entries(dict[bytes, Entry]):
     """Decoded attributes by their serialized `KeyValue`, for one privacy policy.
 
-    Looking up a missing attribute decodes it; content is filtered by the policy and never
-    cached (nor is anything large, nor the generic keys that are content inside GenAI message
-    events), everything else is cached until the cache is full, when it starts over.
+    Looking up a missing attribute decodes it. Content is filtered by the policy and never
+    cached, nor is anything large, nor the generic keys that are content inside GenAI
+    message events. Other attributes are cached, at most `_MAX_VALUES_PER_KEY` values per
+    key (ids and other unique values would only fill the cache and evict the repeated ones),
+    until the cache is full, when it starts over.
     """
 
-    __slots__ = ("apply",)
+    __slots__ = ("apply", "budget")
 
     def __init__(self, apply: ContentFilter) -> None:
         super().__init__()
         self.apply = apply
+        self.budget: dict[str, int] = {}  # key -> values it may still cache, or _CONTENT
 
     def __missing__(self, raw: bytes) -> Entry:
         entry = _decode_kv(raw)
         key = entry[0]
+        budget = self.budget.get(key)
+        if budget is None:
+            budget = self._first_sight(key)
+        if budget > 0:
+            if len(raw) <= _MAX_CACHED_KV_BYTES:
+                if len(self) >= _MAX_CACHE:
+                    self.clear()
+                    self.budget.clear()
+                self[raw] = entry
+                self.budget[key] = budget - 1
+            return entry
+        if budget == 0:
+            return entry
+        value = self.apply(entry[1])  # content
+        return (_DROP, "") if value is None else (key, value)
+
+    def _first_sight(self, key: str) -> int:
+        if len(self.budget) >= _MAX_KEYS:
+            self.budget.clear()
         if is_content(key):
-            value = self.apply(entry[1])
-            return (_DROP, "") if value is None else (key, value)
-        if len(raw) <= _MAX_CACHED_KV_BYTES and key not in _MESSAGE_EVENT_CONTENT:
-            if len(self) >= _MAX_CACHE:
-                self.clear()
-            self[raw] = entry
-        return entry
+            budget = _CONTENT
+        elif key in _MESSAGE_EVENT_CONTENT:
+            budget = 0  # content inside GenAI message events: never cached
+        else:
+            budget = _MAX_VALUES_PER_KEY
+        self.budget[key] = budget
+        return budget
+
+
+_CONTENT: Final = -1  # budget mark: filtered by the policy, never cached
+_MAX_VALUES_PER_KEY: Final = 8192
+_UNKNOWN_SIGNATURE: Final = cast(Any, object())
 
 
 _entries: dict[PrivacyPolicy, _Entries] = {
@@ -328,9 +463,15 @@ _REQUEST_MODEL, _RESPONSE_MODEL = semconv.REQUEST_MODEL, semconv.RESPONSE_MODEL
 _INPUT, _OUTPUT = semconv.INPUT_TOKENS, semconv.OUTPUT_TOKENS
 _CACHE_READ, _CACHE_WRITE = semconv.CACHE_READ_TOKENS, semconv.CACHE_WRITE_TOKENS
 _REASONING, _TTFT, _COST = semconv.REASONING_TOKENS, semconv.TIME_TO_FIRST_TOKEN, semconv.COST_USD
-Extracted = tuple[str, str, str, str, int, int, int, int, int, "str | None", "str | None", bool]
+# provider, operation, request model, response model, input, output, cache read, cache write,
+# reasoning, time-to-first-token text, cost text, any token count present, input or output
+# count present (usage that can be priced)
+Extracted = tuple[
+    str, str, str, str, int, int, int, int, int, "str | None", "str | None", bool, bool
+]
 Extractor = Callable[[dict[str, str]], Extracted]
-_extractors: dict[frozenset[str], Extractor] = {}
+_extractors: dict[tuple[str, ...], Extractor | None] = {}  # by the span's attribute keys
+_compiled: dict[frozenset[str], Extractor] = {}  # by the span's LLM keys
 
 
 def _best_keys(present: frozenset[str]) -> list[str | None]:
@@ -343,17 +484,26 @@ def _best_keys(present: frozenset[str]) -> list[str | None]:
     return [best[slot][1] if slot in best else None for slot in range(semconv.SLOT_COUNT)]
 
 
-def _extractor(present: frozenset[str]) -> Extractor:
-    """A function reading the LLM fields for spans carrying exactly these LLM keys.
+def _extractor(signature: tuple[str, ...]) -> Extractor | None:
+    """The LLM field reader for spans whose attribute keys are `signature` (None: not LLM).
 
-    Instrumentations send the same set of keys on every span, so this is compiled once per
-    set (the generated source only contains keys from `schema.semconv`, never span data). It
-    raises ValueError for a token count that is not a non-negative integer; the caller then
-    takes the tolerant path (`_extract_slowly`).
+    Instrumentations send the same keys in the same order on every span, so readers are
+    cached by the key tuple (cheap to build and compare: keys are interned) and compiled once
+    per set of LLM keys. The generated source only contains keys from `schema.semconv`, never
+    span data. A reader raises ValueError for a token count that is not a non-negative
+    integer; the caller then takes the tolerant path (`_extract_slowly`).
     """
-    extractor = _extractors.get(present)
-    if extractor is not None:
-        return extractor
+    present = _LLM_KEYS.intersection(signature)
+    extractor = _compiled.get(present) if present else None
+    if present and extractor is None:
+        extractor = _compiled[present] = _compile_extractor(present)
+    if len(_extractors) >= 4096:
+        _extractors.clear()
+    _extractors[signature] = extractor
+    return extractor
+
+
+def _compile_extractor(present: frozenset[str]) -> Extractor:
     keys = _best_keys(present)
 
     def text(slot: int, default: str) -> str:
@@ -371,6 +521,7 @@ def _extractor(present: frozenset[str]) -> Extractor:
             lines.append(f"    {name} = int({text(slot, '')})")
             lines.append(f"    if {name} < 0: raise ValueError")
     has_tokens = any(keys[slot] is not None for slot in semconv.TOKEN_SLOTS)
+    has_usage = keys[_INPUT] is not None or keys[_OUTPUT] is not None
     fields = [
         text(_PROVIDER, '""'),
         text(_OPERATION, '""'),
@@ -380,15 +531,12 @@ def _extractor(present: frozenset[str]) -> Extractor:
         text(_TTFT, "None"),
         text(_COST, "None"),
         repr(has_tokens),
+        repr(has_usage),
     ]
     lines.append(f"    return ({', '.join(fields)})")
     namespace: dict[str, Any] = {}
     exec("\n".join(lines), namespace)  # noqa: S102 - keys are repr()s of our own constants
-    extractor = cast(Extractor, namespace["extract"])
-    if len(_extractors) >= 4096:
-        _extractors.clear()
-    _extractors[present] = extractor
-    return extractor
+    return cast(Extractor, namespace["extract"])
 
 
 def _extract_slowly(present: frozenset[str], attributes: dict[str, str]) -> Extracted:
@@ -416,6 +564,7 @@ def _extract_slowly(present: frozenset[str], attributes: dict[str, str]) -> Extr
         text(_TTFT),
         text(_COST),
         any(keys[slot] is not None for slot in semconv.TOKEN_SLOTS),
+        keys[_INPUT] is not None or keys[_OUTPUT] is not None,
     )
 
 
@@ -434,8 +583,8 @@ def _count(text: str) -> int:
     return number if number >= 0 else 0
 
 
-def _ttft_ms(present: frozenset[str], text: str) -> float | None:
-    key = _best_keys(present)[_TTFT]
+def _ttft_ms(signature: tuple[str, ...], text: str) -> float | None:
+    key = _best_keys(_LLM_KEYS.intersection(signature))[_TTFT]
     assert key is not None
     return _ms(key, text)
 
@@ -478,6 +627,15 @@ def _hex_id(raw: bytes, zero: str) -> str:
     return "" if text == zero else text
 
 
+# Events without content by their bytes after the timestamp (name and attributes): span
+# events repeat (`gen_ai.choice` with the same finish reason, retries...), so most cost a
+# lookup. Shared dicts, read-only like every value in a batch.
+_event_cache: dict[bytes, tuple[str, dict[str, str]]] = {}
+_MAX_EVENTS: Final = 16_384
+_MAX_CACHED_EVENT_BYTES: Final = 512
+_TIME_TAG: Final = 0x09  # field 1 (time_unix_nano), fixed64: 1 tag byte + 8 bytes
+
+
 def _events(
     raws: Iterable[bytes], entries: _Entries
 ) -> tuple[list[int], list[str], list[dict[str, str]]]:
@@ -485,14 +643,33 @@ def _events(
     names: list[str] = []
     attributes: list[dict[str, str]] = []
     for raw in raws:
+        timed = raw[0] == _TIME_TAG and len(raw) >= 9
+        cached = _event_cache.get(raw[9:]) if timed else None
+        if cached is not None:
+            times.append(int.from_bytes(raw[1:9], "little"))
+            names.append(cached[0])
+            attributes.append(cached[1])
+            continue
         event = _RawEvent.FromString(raw)
         name = event.name
+        raw_attributes = event.attributes[:]
+        if is_message_event(name):
+            decoded = _message_event_attributes(raw_attributes, entries)
+        else:
+            decoded = _attributes(raw_attributes, entries)
         times.append(event.time_unix_nano)
         names.append(name)
-        if is_message_event(name):
-            attributes.append(_message_event_attributes(event.attributes[:], entries))
-        else:
-            attributes.append(_attributes(event.attributes[:], entries))
+        attributes.append(decoded)
+        if (
+            timed
+            and len(raw) <= _MAX_CACHED_EVENT_BYTES
+            and event.time_unix_nano == int.from_bytes(raw[1:9], "little")
+            and len(decoded) == len(raw_attributes)
+            and all(raw_kv in entries for raw_kv in raw_attributes)  # no content
+        ):
+            if len(_event_cache) >= _MAX_EVENTS:
+                _event_cache.clear()
+            _event_cache[raw[9:]] = (name, decoded)
     return times, names, attributes
 
 
@@ -561,6 +738,7 @@ def normalize_payload(
 ) -> SpanBatch:
     """`normalize` for a serialized `ExportTraceServiceRequest` (skips re-serialising it)."""
     request = _RawRequest.FromString(payload)
+    columns_view = _ColumnsRequest.FromString(payload)
     pricer.refresh()
     entries = _entries[settings.privacy]
     lookup = entries.__getitem__
@@ -568,158 +746,290 @@ def normalize_payload(
     overrides = settings.price_overrides
     quotes: dict[str, tuple[str, int, PriceFn | None, str]] = {}
     quotes_get = quotes.get
-    llm_keys = _LLM_KEYS
     extractors_get = _extractors.get
-    statuses_get = _statuses.get
-    kinds_get = _KINDS.get
-    zero_trace, zero_span = _ZERO_TRACE_ID, _ZERO_SPAN_ID
-    rows: list[tuple[Any, ...]] = []
-    add = rows.append
+    batch = SpanBatch()
+    out = batch.columns
+    # Rows without events or links share one empty list (read-only, like every value here):
+    # a fresh list per row would be ~7 GC-tracked objects per span.
+    empty: list[Any] = []
     unpriced = 0
 
-    for resource_spans in request.resource_spans:
+    for resource_spans, resource_columns in zip(
+        request.resource_spans, columns_view.resource_spans, strict=True
+    ):
         resource_raws = resource_spans.resource.attributes
-        resource_attributes = _attributes(resource_raws, entries)
+        resource_attributes = _attributes(resource_raws[:], entries)
         service_name = _service_name(resource_raws)
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            scope_name = scope.name
-            scope_version = scope.version
-            for span in scope_spans.spans:
-                attributes = dict(map(lookup, span.attributes[:]))
+        for scope_spans, scope_columns in zip(
+            resource_spans.scope_spans, resource_columns.scope_spans, strict=True
+        ):
+            spans = scope_spans.spans
+            n = len(spans)
+            if not n:
+                continue
+            columns = scope_columns.spans
+            starts = _column(columns.start_time_unix_nano, spans, n, "start_time_unix_nano", 0)
+            ends = _column(columns.end_time_unix_nano, spans, n, "end_time_unix_nano", 0)
+
+            span_attributes: list[dict[str, str]] = []
+            add_attributes = span_attributes.append
+            llm_rows: list[tuple[Any, ...]] = []
+            add_llm = llm_rows.append
+            # All attributes of the scope decoded in one C-level pass, then split per span;
+            # one pass over the spans fetches what only they can tell (counts, statuses...).
+            decoded = map(lookup, columns.attributes[:])
+            has_status, has_events, has_links = (
+                bool(columns.status),
+                bool(columns.events),
+                bool(columns.links),
+            )
+            statuses: Sequence[bytes] = ()
+            raw_events: Sequence[Any] = ()
+            raw_links: Sequence[Any] = ()
+            if has_status or has_events or has_links:
+                wanted = _PER_SPAN[has_status, has_events, has_links]
+                per_span = iter(zip(*map(wanted, spans), strict=True))
+                counts: Iterable[int] = map(len, next(per_span))
+                if has_status:
+                    statuses = next(per_span)
+                if has_events:
+                    raw_events = next(per_span)
+                if has_links:
+                    raw_links = next(per_span)
+            else:
+                counts = map(len, map(_GET_ATTRIBUTES, spans))
+            for count, start in zip(counts, starts, strict=True):
+                attributes = dict(islice(decoded, count))
                 if drops:
                     attributes.pop(_DROP, None)
-                start = span.start_time_unix_nano
-                end = span.end_time_unix_nano
-                status = span.status
-                code, status_message = statuses_get(status) or _status(status)
-
-                present = llm_keys.intersection(attributes)
-                if present:
-                    try:
-                        (
+                add_attributes(attributes)
+                signature = tuple(attributes)
+                extract = extractors_get(signature, _UNKNOWN_SIGNATURE)
+                if extract is _UNKNOWN_SIGNATURE:
+                    extract = _extractor(signature)
+                if extract is None:
+                    add_llm(_NOT_LLM)
+                    continue
+                try:
+                    (
+                        provider,
+                        operation,
+                        request_model,
+                        response_model,
+                        inp,
+                        out_tokens,
+                        cache_read,
+                        cache_write,
+                        reasoning,
+                        ttft_text,
+                        cost_text,
+                        has_tokens,
+                        has_usage,
+                    ) = extract(attributes)
+                except ValueError:
+                    (
+                        provider,
+                        operation,
+                        request_model,
+                        response_model,
+                        inp,
+                        out_tokens,
+                        cache_read,
+                        cache_write,
+                        reasoning,
+                        ttft_text,
+                        cost_text,
+                        has_tokens,
+                        has_usage,
+                    ) = _extract_slowly(_LLM_KEYS.intersection(signature), attributes)
+                model = response_model or request_model
+                usd = None if cost_text is None else parse_cost(cost_text)
+                if usd is not None:
+                    source = SOURCE_ATTRIBUTE
+                elif model and has_usage:
+                    when = start or received_at_ns
+                    day = when // _NS_PER_DAY
+                    quote = quotes_get(model)
+                    if quote is None or quote[0] != provider or quote[1] != day:
+                        quote = quotes[model] = (
                             provider,
-                            operation,
-                            request_model,
-                            response_model,
-                            inp,
-                            out,
-                            cache_read,
-                            cache_write,
-                            reasoning,
-                            ttft_text,
-                            cost_text,
-                            has_tokens,
-                        ) = (extractors_get(present) or _extractor(present))(attributes)
-                    except ValueError:
-                        (
-                            provider,
-                            operation,
-                            request_model,
-                            response_model,
-                            inp,
-                            out,
-                            cache_read,
-                            cache_write,
-                            reasoning,
-                            ttft_text,
-                            cost_text,
-                            has_tokens,
-                        ) = _extract_slowly(present, attributes)
-                    model = response_model or request_model
-                    usd = None if cost_text is None else parse_cost(cost_text)
-                    if usd is not None:
-                        source = SOURCE_ATTRIBUTE
-                    elif model:
-                        when = start or received_at_ns
-                        day = when // _NS_PER_DAY
-                        quote = quotes_get(model)
-                        if quote is None or quote[0] != provider or quote[1] != day:
-                            quote = quotes[model] = (
-                                provider,
-                                day,
-                                *_quote(pricer, overrides, provider, model, when),
-                            )
-                        fn = quote[2]
-                        if fn is not None:
-                            usd = fn(inp, out, cache_read, cache_write, reasoning, when)
-                        if usd is None:
-                            source = SOURCE_NONE
-                            unpriced += 1
-                        else:
-                            source = quote[3]
-                    else:
+                            day,
+                            *_quote(pricer, overrides, provider, model, when),
+                        )
+                    fn = quote[2]
+                    if fn is not None:
+                        usd = fn(inp, out_tokens, cache_read, cache_write, reasoning, when)
+                    if usd is None:
                         source = SOURCE_NONE
-                        if has_tokens:
-                            unpriced += 1
-                    llm = (
+                        unpriced += 1
+                    else:
+                        source = quote[3]
+                else:
+                    # Nothing to price: no model, or no input/output counts (a total alone
+                    # is not split by guessing). Usage without a model is unpriced.
+                    source = SOURCE_NONE
+                    if has_usage:
+                        unpriced += 1
+                add_llm(
+                    (
                         bool(model or has_tokens or operation),
                         provider,
                         operation,
                         request_model,
                         response_model,
                         inp,
-                        out,
+                        out_tokens,
                         cache_read,
                         reasoning,
                         usd,
                         source,
-                        None if ttft_text is None else _ttft_ms(present, ttft_text),
+                        None if ttft_text is None else _ttft_ms(signature, ttft_text),
                     )
-                else:
-                    llm = _NOT_LLM
-
-                raw_events = span.events
-                if raw_events:
-                    event_times, event_names, event_attributes = _events(raw_events, entries)
-                else:
-                    event_times, event_names, event_attributes = [], [], []
-                raw_links = span.links
-                if raw_links:
-                    link_traces, link_spans, link_states, link_attributes = _links(
-                        raw_links, entries
-                    )
-                else:
-                    link_traces, link_spans, link_states, link_attributes = [], [], [], []
-
-                trace_id = span.trace_id.hex()
-                span_id = span.span_id.hex()
-                parent = span.parent_span_id.hex()
-                add(
-                    (
-                        start,
-                        "" if trace_id == zero_trace else trace_id,
-                        "" if span_id == zero_span else span_id,
-                        "" if parent == zero_span else parent,
-                        span.trace_state,
-                        span.name,
-                        kinds_get(span.kind, ""),
-                        service_name,
-                        resource_attributes,
-                        scope_name,
-                        scope_version,
-                        attributes,
-                        end - start if end > start else 0,
-                        code,
-                        status_message,
-                        event_times,
-                        event_names,
-                        event_attributes,
-                        link_traces,
-                        link_spans,
-                        link_states,
-                        link_attributes,
-                        tenant_id,
-                    )
-                    + llm
                 )
 
-    batch = SpanBatch()
-    if rows:
-        batch.columns = [list(column) for column in zip(*rows, strict=True)]
+            out[_TIMESTAMP].extend(starts)
+            out[_TRACE_ID].extend(_ids(columns.trace_id, spans, n, "trace_id", _ZERO_TRACE_ID))
+            out[_SPAN_ID].extend(_ids(columns.span_id, spans, n, "span_id", _ZERO_SPAN_ID))
+            out[_PARENT_SPAN_ID].extend(
+                _ids(columns.parent_span_id, spans, n, "parent_span_id", _ZERO_SPAN_ID)
+            )
+            out[_TRACE_STATE].extend(_column(columns.trace_state, spans, n, "trace_state", ""))
+            out[_SPAN_NAME].extend(_column(columns.name, spans, n, "name", ""))
+            kinds = _column(columns.kind, spans, n, "kind", 0)
+            out[_SPAN_KIND].extend([_KINDS.get(kind, "") for kind in kinds])
+            out[_SERVICE_NAME].extend(repeat(service_name, n))
+            out[_RESOURCE_ATTRIBUTES].extend(repeat(resource_attributes, n))
+            out[_SCOPE_NAME].extend(repeat(scope_spans.scope.name, n))
+            out[_SCOPE_VERSION].extend(repeat(scope_spans.scope.version, n))
+            out[_SPAN_ATTRIBUTES].extend(span_attributes)
+            out[_DURATION].extend(
+                [end - start if end > start else 0 for start, end in zip(starts, ends, strict=True)]
+            )
+            if has_status:
+                cached_statuses = list(map(_statuses.get, statuses))
+                decoded_statuses = (
+                    list(map(_status_of, statuses))
+                    if None in cached_statuses
+                    else cast(list[tuple[str, str]], cached_statuses)
+                )
+                out[_STATUS_CODE].extend(map(_FIRST, decoded_statuses))
+                out[_STATUS_MESSAGE].extend(map(_SECOND, decoded_statuses))
+            else:
+                out[_STATUS_CODE].extend(repeat(_UNSET, n))
+                out[_STATUS_MESSAGE].extend(repeat("", n))
+            if has_events:
+                times, names, event_attributes = out[_EVENTS : _EVENTS + _EVENT_COLUMNS]
+                for raws in raw_events:
+                    if raws:
+                        event = _events(raws, entries)
+                        times.append(event[0])
+                        names.append(event[1])
+                        event_attributes.append(event[2])
+                    else:
+                        times.append(empty)
+                        names.append(empty)
+                        event_attributes.append(empty)
+            else:
+                for index in range(_EVENT_COLUMNS):
+                    out[_EVENTS + index].extend(repeat(empty, n))
+            if has_links:
+                link_columns = out[_LINKS : _LINKS + _LINK_COLUMNS]
+                for raws in raw_links:
+                    links = _links(raws, entries) if raws else (empty, empty, empty, empty)
+                    for column, values in zip(link_columns, links, strict=True):
+                        column.append(values)
+            else:
+                for index in range(_LINK_COLUMNS):
+                    out[_LINKS + index].extend(repeat(empty, n))
+            out[_TENANT_ID].extend(repeat(tenant_id, n))
+            for index, llm_values in enumerate(zip(*llm_rows, strict=True)):
+                out[_IS_LLM + index].extend(llm_values)
+
     batch.unpriced = unpriced
     return batch
 
 
+def _column(values: Any, spans: Any, n: int, field: str, default: Any) -> list[Any]:
+    """A span field for all spans: the columnar view's list if aligned, else span by span."""
+    if len(values) == n:
+        return values[:]  # type: ignore[no-any-return]
+    if not values:
+        return [default] * n
+    return list(map(attrgetter(field), spans))
+
+
+def _ids(values: Any, spans: Any, n: int, field: str, zero: str) -> list[str]:
+    """Ids as lowercase hex, "" for empty or all-zero ids (the collector's convention)."""
+    if len(values) == n:
+        ids = list(map(bytes.hex, values[:]))
+    elif not values:
+        return [""] * n
+    else:
+        ids = list(map(bytes.hex, map(attrgetter(field), spans)))
+    if zero in ids:
+        ids = ["" if hex_id == zero else hex_id for hex_id in ids]
+    return ids
+
+
+def _status_of(raw: bytes) -> tuple[str, str]:
+    return _statuses.get(raw) or _status(raw)
+
+
+_GET_ATTRIBUTES: Final = attrgetter("attributes")
+# What to read span by span, by (any status, any events, any links) in the scope.
+_PER_SPAN: Final = {
+    (status, events, links): attrgetter(
+        "attributes",
+        *(["status"] if status else []),
+        *(["events"] if events else []),
+        *(["links"] if links else []),
+    )
+    for status in (False, True)
+    for events in (False, True)
+    for links in (False, True)
+    if status or events or links
+}
+_FIRST: Final = itemgetter(0)
+_SECOND: Final = itemgetter(1)
+_UNSET: Final = semconv.STATUS_CODE_NAMES[0]
+_COLUMN: Final = {name: index for index, name in enumerate(SPAN_COLUMNS)}
+_TIMESTAMP: Final = _COLUMN["Timestamp"]
+_TRACE_ID: Final = _COLUMN["TraceId"]
+_SPAN_ID: Final = _COLUMN["SpanId"]
+_PARENT_SPAN_ID: Final = _COLUMN["ParentSpanId"]
+_TRACE_STATE: Final = _COLUMN["TraceState"]
+_SPAN_NAME: Final = _COLUMN["SpanName"]
+_SPAN_KIND: Final = _COLUMN["SpanKind"]
+_SERVICE_NAME: Final = _COLUMN["ServiceName"]
+_RESOURCE_ATTRIBUTES: Final = _COLUMN["ResourceAttributes"]
+_SCOPE_NAME: Final = _COLUMN["ScopeName"]
+_SCOPE_VERSION: Final = _COLUMN["ScopeVersion"]
+_SPAN_ATTRIBUTES: Final = _COLUMN["SpanAttributes"]
+_DURATION: Final = _COLUMN["Duration"]
+_STATUS_CODE: Final = _COLUMN["StatusCode"]
+_STATUS_MESSAGE: Final = _COLUMN["StatusMessage"]
+_EVENTS: Final = _COLUMN["Events.Timestamp"]
+_EVENT_COLUMNS: Final = 3
+_LINKS: Final = _COLUMN["Links.TraceId"]
+_LINK_COLUMNS: Final = 4
+_TENANT_ID: Final = _COLUMN["TenantId"]
+_IS_LLM: Final = _COLUMN["IsLlm"]
+assert _COLUMN["Events.Attributes"] == _EVENTS + 2 and _COLUMN["Links.Attributes"] == _LINKS + 3
+assert list(_COLUMN)[_IS_LLM:] == [
+    "IsLlm",
+    "LlmProvider",
+    "LlmOperation",
+    "LlmRequestModel",
+    "LlmResponseModel",
+    "LlmInputTokens",
+    "LlmOutputTokens",
+    "LlmCacheReadTokens",
+    "LlmReasoningTokens",
+    "LlmCostUsd",
+    "LlmCostSource",
+    "LlmTimeToFirstTokenMs",
+]
+
+
 _NOT_LLM: Final = (False, "", "", "", "", 0, 0, 0, 0, None, SOURCE_NONE, None)
-assert len(SPAN_COLUMNS) == 23 + len(_NOT_LLM)
+assert len(SPAN_COLUMNS) == _IS_LLM + len(_NOT_LLM)

@@ -1,4 +1,4 @@
-"""Cost of an LLM call in USD, exactly as genai-prices computes it, in well under a µs a span.
+"""Cost of an LLM call in USD, exactly as genai-prices computes it, at about a µs per span.
 
 `genai_prices.calc_price` costs ~120 µs per call (model matching, usage validation, Decimal
 arithmetic), far too slow per span. `Pricer` asks genai-prices once per (provider, model) which
@@ -136,9 +136,9 @@ class _IntPrice:
                 decimals.append(price)
         scale = max([0, *(-int(d.as_tuple().exponent) for d in decimals)])
         # cost = N / 10**(scale + 6) USD, i.e. N * 10**(6 - scale) in 1e-12 USD.
-        self.factor = 10 ** max(0, 6 - scale)
-        self.divisor = 10 ** max(0, scale - 6)
-        unit = 10**scale
+        self.factor: int = 10 ** max(0, 6 - scale)
+        self.divisor: int = 10 ** max(0, scale - 6)
+        unit: int = 10**scale
         self.constant = 0 if requests_kcount is None else int(requests_kcount * unit) * 1000
         # 0/1: whether a kind is charged separately (else it stays in input / output).
         self.split = (
@@ -156,10 +156,12 @@ class _IntPrice:
                 }
             )
         )
-        segments = []
+        segments: list[tuple[int, ...]] = []
         # Segment i applies when thresholds[i-1] < input_tokens <= thresholds[i].
         for bound in [-1, *self.thresholds]:
-            c = [int(_at_input(prices.get(kind, Decimal(0)), bound + 1) * unit) for kind in range(5)]
+            c = [
+                int(_at_input(prices.get(kind, Decimal(0)), bound + 1) * unit) for kind in range(5)
+            ]
             # Unsplit kinds are charged at the input/output price: fold that into coefficients.
             if not self.split[0]:
                 c[_CACHE_READ] = c[_INPUT]
@@ -168,7 +170,7 @@ class _IntPrice:
             if not self.split[2]:
                 c[_REASONING] = c[_OUTPUT]
             segments.append(tuple(c))
-        self.segments = tuple(segments)
+        self.segments: tuple[tuple[int, ...], ...] = tuple(segments)
 
     def e12(self, inp: int, out: int, cr: int, cw: int, rs: int) -> int:
         """Cost in 1e-12 USD, or REFUSED / INEXACT."""

@@ -65,7 +65,9 @@ _SECRET_NAME = re.compile(
 _ASSIGNED_HINTS = ("key", "token", "secret", "passw", "pwd")
 
 _EMAIL_LOCAL_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}", re.ASCII)
-_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])", re.ASCII)
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])", re.ASCII
+)
 
 # Digit runs that may be card numbers (Luhn-checked) or phone numbers, and phone numbers
 # with the area code in parentheses. Only run when the text has at least 9 digits.
@@ -125,13 +127,22 @@ def _replace_digits(match: re.Match[str]) -> str:
             return text
     digits = "".join(filter(str.isdigit, text))
     plain = text[0] != "+"
-    if plain and 13 <= len(digits) <= 19 and digits[0] in _CARD_FIRST_DIGITS:
-        if _luhn_valid(digits):
-            return CARD
-    if 9 <= len(digits) <= 15 and (not plain or len(digits) != len(text)):
-        # One dot: a decimal number; four dotted groups: an IPv4 address.
-        if text.count(".") != 1 and not _IPV4.fullmatch(text):
-            return PHONE
+    if (
+        plain
+        and 13 <= len(digits) <= 19
+        and digits[0] in _CARD_FIRST_DIGITS
+        and _luhn_valid(digits)
+    ):
+        return CARD
+    # A phone number has separators or a leading "+"; one dot makes it a decimal number,
+    # four dotted groups an IPv4 address.
+    if (
+        9 <= len(digits) <= 15
+        and (not plain or len(digits) != len(text))
+        and text.count(".") != 1
+        and not _IPV4.fullmatch(text)
+    ):
+        return PHONE
     return text
 
 
