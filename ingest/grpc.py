@@ -94,7 +94,7 @@ class _TraceService:
             principal = await self._service.authenticate(api_key_from(metadata))
             metrics.observe_bytes("grpc", len(data))  # already inflated by grpc
             request = parse(data, Encoding.PROTOBUF)
-            result = await self._service.accept(request, principal)
+            result = await self._service.accept(request, principal, data)
         except IngestError as exc:
             metrics.observe("grpc", exc.outcome, refused=exc.refused_spans)
             await context.abort(exc.grpc_code, exc.message, trailing_metadata(exc))

@@ -82,7 +82,8 @@ class _TracesReceiver:
                 otlp = await asyncio.to_thread(parse, data, encoding)
             else:
                 otlp = parse(data, encoding)
-            result = await self._service.accept(otlp, principal)
+            raw = data if encoding is Encoding.PROTOBUF else None
+            result = await self._service.accept(otlp, principal, raw)
         except IngestError as exc:
             metrics.observe("http", exc.outcome, refused=exc.refused_spans)
             return error_response(exc, encoding or Encoding.JSON)

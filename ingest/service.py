@@ -61,7 +61,10 @@ class IngestService:
                 "missing API key: send it as 'Authorization: Bearer <key>' (an HTTP header or "
                 "gRPC metadata; e.g. OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer%20<key>')"
             )
-        principal = await self._authenticator.authenticate(api_key)
+        try:
+            principal = await self._authenticator.authenticate(api_key)
+        except HandoffUnavailable as exc:  # the key store is unreachable: retryable
+            raise Unavailable(str(exc)) from exc
         if principal is None:
             raise Unauthenticated(
                 "unknown or revoked API key: check the key your exporter sends in "
@@ -70,9 +73,16 @@ class IngestService:
         return principal
 
     async def accept(
-        self, request: ExportTraceServiceRequest, principal: Principal | None
+        self,
+        request: ExportTraceServiceRequest,
+        principal: Principal | None,
+        raw: bytes | None = None,
     ) -> ExportResult:
-        """Validate, split by tenant and hand each part on; mutates `request`."""
+        """Validate, split by tenant and hand each part on; mutates `request`.
+
+        `raw` is the protobuf the request was parsed from; it travels on when the request
+        reaches the hand-off unchanged, so nothing downstream encodes it again.
+        """
         received_at_ns = self._clock()
         checked = check_spans(request)
         result = ExportResult(checked.response(), checked.accepted_spans, checked.rejected_spans)
@@ -82,8 +92,16 @@ class IngestService:
         # submit fails, the earlier parts are already handed on, yet the client is told to
         # retry the whole request: delivery is at-least-once and those parts may be stored
         # twice (the OTLP spec accepts duplicates on retry, see its "Duplicate Data").
-        for batch in route(checked.request, principal, checked.accepted_spans):
-            message = OtlpMessage(batch.tenant_id, received_at_ns, batch.request, batch.span_count)
+        batches = route(checked.request, principal, checked.accepted_spans)
+        unchanged = raw is not None and not checked.rejected_spans and len(batches) == 1
+        for batch in batches:
+            message = OtlpMessage(
+                batch.tenant_id,
+                received_at_ns,
+                batch.request,
+                batch.span_count,
+                payload=raw if unchanged else None,
+            )
             try:
                 await self._handoff.submit(message)
             except BusFull as exc:

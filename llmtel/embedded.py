@@ -28,7 +28,7 @@ from schema.tenants import TenantStore
 from schema.window_store import insert_anomalies, insert_windows
 from streams.bus import InProcessBus
 from streams.deadletter import DeadLetterDirectory
-from streams.normalize import normalize
+from streams.normalize import normalize, normalize_payload
 from streams.pricing import Pricer
 from streams.window_task import WindowTask
 from streams.writer import SpanWriter
@@ -66,7 +66,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     pricer = Pricer()
 
     def process(message: OtlpMessage) -> SpanBatch:
-        return normalize(message, tenants.get_settings(message.tenant_id), pricer)
+        settings_ = tenants.get_settings(message.tenant_id)
+        if message.payload is not None:
+            return normalize_payload(
+                message.payload, message.tenant_id, message.received_at_ns, settings_, pricer
+            )
+        return normalize(message, settings_, pricer)
 
     windows = WindowTask(
         settings.window_config(),

@@ -45,7 +45,7 @@ class KafkaRecord:
 def encode_otlp(message: OtlpMessage) -> KafkaRecord:
     return KafkaRecord(
         key=message.tenant_id.encode(),
-        value=message.request.SerializeToString(),
+        value=message.serialized(),
         headers=[
             (HEADER_TENANT, message.tenant_id.encode()),
             (HEADER_RECEIVED_AT, str(message.received_at_ns).encode()),
@@ -57,7 +57,7 @@ def encode_otlp(message: OtlpMessage) -> KafkaRecord:
 
 def decode_otlp(value: bytes | None, headers: Headers) -> OtlpMessage:
     """The message back, or `ContractError` saying what is wrong with it."""
-    found = {name: raw for name, raw in headers}
+    found = dict(headers)
     try:
         version = found[HEADER_VERSION].decode()
         tenant = found[HEADER_TENANT].decode()
@@ -80,4 +80,4 @@ def decode_otlp(value: bytes | None, headers: Headers) -> OtlpMessage:
         if spans
         else sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
     )
-    return OtlpMessage(tenant, received_at, request, span_count)
+    return OtlpMessage(tenant, received_at, request, span_count, payload=value)

@@ -21,6 +21,12 @@ class OtlpMessage:
     received_at_ns: int
     request: ExportTraceServiceRequest
     span_count: int
+    # `request` serialized, when ingest already holds exactly these bytes (a protobuf body
+    # nothing was removed from): saves re-encoding it for Kafka and for the normaliser
+    payload: bytes | None = None
+
+    def serialized(self) -> bytes:
+        return self.payload if self.payload is not None else self.request.SerializeToString()
 
 
 class BusFull(Exception):

@@ -20,7 +20,10 @@ class PrivacyPolicy(StrEnum):
 
 
 class ModelPriceOverride(BaseModel):
-    """A tenant's own price for a model, USD per million tokens; unset kinds fall back to input."""
+    """A tenant's own price for a model, USD per million tokens.
+
+    Unset kinds fall back: cache reads to the input price, reasoning to the output price.
+    """
 
     model_config = ConfigDict(frozen=True)
 
