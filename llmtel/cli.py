@@ -43,6 +43,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return run_ingest(Settings(**_settings_overrides(args)))
 
 
+def _cmd_sink(args: argparse.Namespace) -> int:
+    from llmtel.roles import run_sink
+    from llmtel.settings import Settings
+
+    return run_sink(Settings(**_settings_overrides(args)), with_api=args.with_api)
+
+
 def _cmd_api(args: argparse.Namespace) -> int:
     from llmtel.roles import run_api
     from llmtel.settings import Settings
@@ -185,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
     ingest.add_argument("--auth-url", help="llmtel API that checks keys (else ClickHouse)")
     ingest.set_defaults(func=_cmd_ingest)
+
+    sink = commands.add_parser("sink", help="distributed: Kafka -> ClickHouse")
+    _server_options(sink)
+    _listen_options(sink)
+    sink.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
+    sink.add_argument(
+        "--with-api", action="store_true", help="also serve the API (needed with chdb://)"
+    )
+    sink.set_defaults(func=_cmd_sink)
 
     api = commands.add_parser("api", help="distributed: the query and admin API")
     _server_options(api)

@@ -1,5 +1,4 @@
-"""The distributed roles, each its own process: `llmtel ingest`, `api` (sink and streams
-are wired in `llmtel.sink_role` / `llmtel.streams_role`).
+"""The distributed roles, each its own process: `llmtel ingest`, `sink`, `streams`, `api`.
 
 Every role reads the same `Settings`; stopping a role (SIGINT/SIGTERM) stops accepting
 first, then hands on or flushes what it holds.
@@ -24,6 +23,8 @@ from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.migrate import migrate
 from schema.tenants import TenantStore
+from streams.pricing import Pricer
+from streams.sink import KafkaSink
 
 log = logging.getLogger("llmtel")
 
@@ -98,6 +99,44 @@ async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None
     await asyncio.gather(task, return_exceptions=True)
     if own_db:
         db.close()
+
+
+async def serve_sink(settings: Settings, stop: asyncio.Event, *, with_api: bool = False) -> None:
+    """Kafka -> ClickHouse. `with_api` also serves the API from this process, which is how
+    the embedded engine (one process per data directory) runs distributed."""
+    if settings.embedded_engine:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
+    migrate(db, settings.retention_days)
+    sink = KafkaSink(
+        db,
+        TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s),
+        Pricer(),
+        settings.kafka_bootstrap,
+        settings.kafka_consumer_group,
+        max_rows=settings.batch_max_rows,
+        max_wait_s=settings.batch_max_wait_s,
+    )
+    api_stop = asyncio.Event()
+    api_task = (
+        asyncio.create_task(serve_api(settings, api_stop, db), name="llmtel-api")
+        if with_api
+        else None
+    )
+    if not with_api:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    log.info("llmtel sink is up", extra={"kafka": settings.kafka_bootstrap, "api": with_api})
+    try:
+        await sink.run(stop)
+    finally:
+        api_stop.set()
+        if api_task is not None:
+            await api_task
+        db.close()
+
+
+def run_sink(settings: Settings, with_api: bool = False) -> int:
+    return run_until_signal(settings, lambda stop: serve_sink(settings, stop, with_api=with_api))
 
 
 def run_ingest(settings: Settings) -> int:
