@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.params import InvalidParameter
 from api.queries.spans import TraceNotFound
-from api.routers import health, spans, traces, usage, whoami
+from api.routers import anomalies, health, spans, traces, usage, whoami, windows
 from api.routers import tenants as tenant_admin
 from schema.clickhouse import Database
 from schema.tenants import (
@@ -66,6 +66,8 @@ def create_app(
     for router in (health.router, tenant_admin.router, traces.router, spans.router, usage.router):
         app.include_router(router)
     app.include_router(whoami.router)
+    app.include_router(windows.router)
+    app.include_router(anomalies.router)
 
     async def known_error(_: Request, exc: Exception) -> JSONResponse:
         code = next(c for kind, c in _STATUS.items() if isinstance(exc, kind))

@@ -49,5 +49,8 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiokafka logs an ERROR per reconnect attempt (every ~100 ms) while a broker is down;
+    # our own code reports the outage (503s, metrics) once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     for noisy in ("uvicorn.access", "httpx", "clickhouse_connect"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
