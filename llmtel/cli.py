@@ -50,6 +50,13 @@ def _cmd_sink(args: argparse.Namespace) -> int:
     return run_sink(Settings(**_settings_overrides(args)), with_api=args.with_api)
 
 
+def _cmd_streams(args: argparse.Namespace) -> int:
+    from llmtel.roles import run_streams
+    from llmtel.settings import Settings
+
+    return run_streams(Settings(**_settings_overrides(args)))
+
+
 def _cmd_api(args: argparse.Namespace) -> int:
     from llmtel.roles import run_api
     from llmtel.settings import Settings
@@ -201,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-api", action="store_true", help="also serve the API (needed with chdb://)"
     )
     sink.set_defaults(func=_cmd_sink)
+
+    streams = commands.add_parser("streams", help="distributed: faust windows and anomalies")
+    _server_options(streams)
+    streams.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
+    streams.set_defaults(func=_cmd_streams)
 
     api = commands.add_parser("api", help="distributed: the query and admin API")
     _server_options(api)

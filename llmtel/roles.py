@@ -18,6 +18,7 @@ from ingest.kafka import KafkaHandoff
 from ingest.ports import Authenticator
 from ingest.remote_auth import RemoteAuthenticator
 from ingest.service import IngestService
+from llmtel import logs
 from llmtel.serving import http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
@@ -145,3 +146,30 @@ def run_ingest(settings: Settings) -> int:
 
 def run_api(settings: Settings) -> int:
     return run_until_signal(settings, lambda stop: serve_api(settings, stop))
+
+
+def run_streams(settings: Settings) -> int:
+    """The faust worker: per-tenant windows and anomalies from llmtel.otlp.v1.
+
+    Tenant price overrides reach the windows only when ClickHouse is a server (a streams
+    worker cannot open the embedded engine the sink holds); otherwise list prices are used.
+    """
+    from streams.faust_app import StreamsConfig, create_faust_app, run_streams_worker
+
+    logs.configure(settings.log_level, settings.log_format)
+    start_http_server(settings.metrics_port, addr=settings.host)
+    settings_for = None
+    if not settings.embedded_engine:
+        db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
+        settings_for = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s).get_settings
+    app = create_faust_app(
+        StreamsConfig(
+            bootstrap=settings.kafka_bootstrap,
+            window=settings.window_config(),
+            partitions=settings.kafka_topic_partitions,
+            replication=settings.kafka_replication_factor,
+            data_dir=settings.data_dir / "streams",
+        ),
+        settings_for=settings_for,
+    )
+    return run_streams_worker(app, loglevel=settings.log_level.lower(), override_logging=False)

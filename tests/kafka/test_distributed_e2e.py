@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,7 @@ from tests.integration.harness import (
     wait_for,
 )
 from tests.integration.spans import export_grpc, export_http, make_spans
+from tests.integration.test_embedded_anomaly import CALL, COST, sleep_to_mid_second
 from tests.integration.test_embedded_e2e import GPT4O_COST
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
@@ -36,7 +38,9 @@ class Stack:
     otlp_grpc: str
     sink: RoleProcess
     ingest: RoleProcess
+    streams: RoleProcess
     env: dict[str, str]
+    started: float  # when the streams worker was started
 
     def get(self, path: str, key: str = ADMIN_KEY, **params: Any) -> httpx.Response:
         return httpx.get(
@@ -71,6 +75,9 @@ def stack(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -
         LLMTEL_KAFKA_CONSUMER_GROUP=f"sink-{base.name}",
         LLMTEL_HOST="127.0.0.1",
         LLMTEL_METRICS_PORT=str(free_port()),
+        LLMTEL_WINDOW_S="1",
+        LLMTEL_WINDOW_LATENESS_S="0.3",
+        LLMTEL_ANOMALY_MIN_HISTORY="3",
     )
     migrated = run_cli(env, "migrate", "--kafka")
     assert migrated.returncode == 0, migrated.stderr + migrated.stdout
@@ -94,14 +101,18 @@ def stack(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -
         base / "ingest.log",
     )
     ingest.start()
-    ingest.wait_log("llmtel ingest is up")
+    ingest.wait_http(f"http://127.0.0.1:{http_port}/v1/traces")
+    streams_env = env | {"LLMTEL_METRICS_PORT": str(free_port())}
+    streams = RoleProcess("streams", ["streams"], streams_env, base / "streams.log")
+    streams.start()
     stack = Stack(
         api_url, f"http://127.0.0.1:{http_port}/v1/traces", f"127.0.0.1:{grpc_port}",
-        sink, ingest, env,
+        sink, ingest, streams, env, time.monotonic(),
     )  # fmt: skip
     try:
         yield stack
     finally:
+        streams.stop()
         ingest.stop()
         sink.stop()
 
@@ -136,3 +147,30 @@ def test_sigkill_of_the_sink_mid_load_loses_and_doubles_nothing(stack: Stack) ->
     assert stack.requests(key) == 1500
     spans = stack.get("/api/v1/spans", key, limit=1000).json()["spans"]
     assert len({s["span_id"] for s in spans}) == len(spans) == 1000
+
+
+def test_streams_flag_a_5x_cost_spike_for_one_tenant_only(stack: Stack) -> None:
+    spiky, steady = stack.create_tenant("spiky"), stack.create_tenant("steady")
+    ok = SpanExportResult.SUCCESS
+    # the worker has joined its group once it has produced a first (zero or real) window
+    time.sleep(max(0.0, 20 - (time.monotonic() - stack.started)))
+    for _ in range(5):
+        sleep_to_mid_second()
+        assert export_http(stack.otlp_http_url, spiky, make_spans(10, attributes=CALL)) == ok
+        assert export_http(stack.otlp_http_url, steady, make_spans(10, attributes=CALL)) == ok
+    sleep_to_mid_second()
+    assert export_http(stack.otlp_http_url, spiky, make_spans(50, attributes=CALL)) == ok
+    assert export_http(stack.otlp_http_url, steady, make_spans(10, attributes=CALL)) == ok
+
+    def tenant_cost_anomalies(key: str) -> list[dict[str, Any]]:
+        response = stack.get("/api/v1/anomalies", key, metric="cost_usd")
+        assert response.status_code == 200, response.text
+        return [a for a in response.json()["anomalies"] if a["scope"] == "tenant"]
+
+    (anomaly,) = wait_for(lambda: tenant_cost_anomalies(spiky), timeout=30)
+    assert Decimal(anomaly["value"]) == COST * 50
+    assert Decimal(anomaly["average"]) == COST * 10
+    time.sleep(2)
+    assert tenant_cost_anomalies(steady) == []
+    windows = stack.get("/api/v1/windows", steady, scope="tenant").json()["windows"]
+    assert sum(w["requests"] for w in windows) == 60
