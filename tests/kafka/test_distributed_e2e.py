@@ -174,3 +174,10 @@ def test_streams_flag_a_5x_cost_spike_for_one_tenant_only(stack: Stack) -> None:
     assert tenant_cost_anomalies(steady) == []
     windows = stack.get("/api/v1/windows", steady, scope="tenant").json()["windows"]
     assert sum(w["requests"] for w in windows) == 60
+    # the streamed windows equal the aggregation ClickHouse computes from the stored spans
+    wait_for(lambda: stack.requests(steady) >= 60, timeout=30)
+    stored = stack.get("/api/v1/usage", steady).json()["totals"]
+    assert stored["requests"] == 60
+    assert sum(Decimal(w["cost_usd"]) for w in windows) == Decimal(stored["cost_usd"])
+    assert sum(w["input_tokens"] for w in windows) == stored["input_tokens"]
+    assert sum(w["output_tokens"] for w in windows) == stored["output_tokens"]
