@@ -26,13 +26,17 @@ once its last `history` windows were all empty, exactly when the aggregator reti
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from schema.windows import AnomalyRecord, Metric, Scope, WindowRecord
+from streams import metrics
 from streams.windows import STATE_VERSION, WindowConfig, WindowStateError, check_state_version
+
+_log = logging.getLogger(__name__)
 
 METRICS: tuple[Metric, ...] = tuple(Metric)  # order of the values kept per window
 _RATIO_METRICS = frozenset({Metric.ERROR_RATE, Metric.LATENCY_P95_NS})
@@ -227,3 +231,22 @@ class AnomalyDetector:
         for tenant_id, tenant_state in state.get("tenants", {}).items():
             detector.load_tenant_state(tenant_id, tenant_state)
         return detector
+
+
+def report(windows: int, anomalies: Sequence[AnomalyRecord]) -> None:
+    """Count emitted windows and anomalies and log each anomaly (both drivers call this)."""
+    metrics.WINDOWS_EMITTED.inc(windows)
+    metrics.ANOMALIES_EMITTED.inc(len(anomalies))
+    for anomaly in anomalies:
+        _log.warning(
+            "anomaly",
+            extra={
+                "tenant": anomaly.tenant,
+                "scope": anomaly.scope.value,
+                "key": anomaly.key,
+                "metric": anomaly.metric.value,
+                "value": str(anomaly.value),
+                "average": str(anomaly.average),
+                "window_start_ns": anomaly.window_start_ns,
+            },
+        )

@@ -67,6 +67,7 @@ from faust.types import TP
 from schema.kafka import DLQ_TOPIC, OTLP_TOPIC, Headers
 from schema.windows import ANOMALIES_TOPIC, WINDOWS_TOPIC
 from streams import metrics
+from streams.anomaly import report
 from streams.faust_state import (
     Consumed,
     PartitionedWindows,
@@ -329,23 +330,9 @@ class StreamsRuntime:
                 log.exception("publishing windows or state failed; retrying", extra={"in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-        metrics.WINDOWS_EMITTED.inc(len(step.windows))
-        metrics.ANOMALIES_EMITTED.inc(len(step.anomalies))
+        report(len(step.windows), step.anomalies)
         if step.dead_letters:
             metrics.DEAD_LETTERS.inc(len(step.dead_letters))
-        for anomaly in step.anomalies:
-            log.warning(
-                "anomaly",
-                extra={
-                    "tenant": anomaly.tenant,
-                    "scope": anomaly.scope.value,
-                    "key": anomaly.key,
-                    "metric": anomaly.metric.value,
-                    "value": str(anomaly.value),
-                    "average": str(anomaly.average),
-                    "window_start_ns": anomaly.window_start_ns,
-                },
-            )
 
     async def _send_outputs(self, step: Step) -> None:
         pending: list[Any] = []

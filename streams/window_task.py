@@ -22,7 +22,7 @@ import orjson
 from schema.spans import SpanBatch
 from schema.windows import AnomalyRecord, WindowRecord
 from streams import metrics
-from streams.anomaly import AnomalyDetector
+from streams.anomaly import AnomalyDetector, report
 from streams.windows import WindowAggregator, WindowConfig, WindowStateError
 
 log = logging.getLogger(__name__)
@@ -90,20 +90,7 @@ class WindowTask:
             self._pending_windows = []
             self._store_anomalies(found)
             self._pending_anomalies = []
-        metrics.WINDOWS_EMITTED.inc(len(closed))
-        metrics.ANOMALIES_EMITTED.inc(len(anomalies))
-        for anomaly in anomalies:
-            log.warning(
-                "anomaly",
-                extra={
-                    "tenant": anomaly.tenant,
-                    "scope": anomaly.scope.value,
-                    "key": anomaly.key,
-                    "metric": anomaly.metric.value,
-                    "value": str(anomaly.value),
-                    "average": str(anomaly.average),
-                },
-            )
+        report(len(closed), anomalies)
         return anomalies
 
     async def run(self, stop: asyncio.Event) -> None:
