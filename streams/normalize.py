@@ -811,37 +811,24 @@ def normalize_payload(
                     add_llm(_NOT_LLM)
                     continue
                 try:
-                    (
-                        provider,
-                        operation,
-                        request_model,
-                        response_model,
-                        inp,
-                        out_tokens,
-                        cache_read,
-                        cache_write,
-                        reasoning,
-                        ttft_text,
-                        cost_text,
-                        has_tokens,
-                        has_usage,
-                    ) = extract(attributes)
+                    fields = extract(attributes)
                 except ValueError:
-                    (
-                        provider,
-                        operation,
-                        request_model,
-                        response_model,
-                        inp,
-                        out_tokens,
-                        cache_read,
-                        cache_write,
-                        reasoning,
-                        ttft_text,
-                        cost_text,
-                        has_tokens,
-                        has_usage,
-                    ) = _extract_slowly(_LLM_KEYS.intersection(signature), attributes)
+                    fields = _extract_slowly(_LLM_KEYS.intersection(signature), attributes)
+                (
+                    provider,
+                    operation,
+                    request_model,
+                    response_model,
+                    inp,
+                    out_tokens,
+                    cache_read,
+                    cache_write,
+                    reasoning,
+                    ttft_text,
+                    cost_text,
+                    has_tokens,
+                    has_usage,
+                ) = fields
                 model = response_model or request_model
                 usd = None if cost_text is None else parse_cost(cost_text)
                 if usd is not None:
