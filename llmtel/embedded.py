@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 from prometheus_client import make_asgi_app
 
@@ -18,7 +17,7 @@ from api.app import create_app
 from ingest.grpc import create_otlp_grpc_server
 from ingest.http import create_otlp_http_app
 from ingest.service import IngestService
-from llmtel.serving import http_server, run_until_signal
+from llmtel.serving import announce_keys, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.messages import OtlpMessage
@@ -36,16 +35,6 @@ from streams.writer import SpanWriter
 log = logging.getLogger("llmtel")
 
 
-def _announce_keys(new_keys: dict[str, str]) -> None:
-    """Print generated keys once; only their hashes are stored."""
-    if not new_keys:
-        return
-    lines = ["", "llmtel generated these keys. They are shown ONCE; store them now:"]
-    lines += [f"  {name:<16} {key}" for name, key in new_keys.items()]
-    lines.append("")
-    print("\n".join(lines), file=sys.stdout, flush=True)
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut down without losing accepted data."""
     if settings.embedded_engine:
@@ -56,7 +45,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.info("migrations applied", extra={"migrations": applied})
     tenants = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    _announce_keys(tenants.bootstrap(admin_key))
+    announce_keys(tenants.bootstrap(admin_key))
     if settings.no_auth:
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach the OTLP ports can write "

@@ -19,7 +19,7 @@ from ingest.ports import Authenticator
 from ingest.remote_auth import RemoteAuthenticator
 from ingest.service import IngestService
 from llmtel import logs
-from llmtel.serving import http_server, run_until_signal
+from llmtel.serving import announce_keys, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.migrate import migrate
@@ -89,8 +89,7 @@ async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None
         migrate(db, settings.retention_days)
     tenants = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    for name, key in tenants.bootstrap(admin_key).items():
-        print(f"llmtel generated a key for {name} (shown once): {key}", flush=True)
+    announce_keys(tenants.bootstrap(admin_key))
     app = create_app(db, tenants, no_auth=settings.no_auth)
     app.mount("/metrics", make_asgi_app())
     server = http_server(app, settings.host, settings.api_port)

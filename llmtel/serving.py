@@ -31,6 +31,16 @@ def http_server(app: Callable[..., Any], host: str, port: int) -> QuietServer:
     return QuietServer(config)
 
 
+def announce_keys(new_keys: dict[str, str]) -> None:
+    """Print generated keys once; only their hashes are stored."""
+    if not new_keys:
+        return
+    lines = ["", "llmtel generated these keys. They are shown ONCE; store them now:"]
+    lines += [f"  {name:<16} {key}" for name, key in new_keys.items()]
+    lines.append("")
+    print("\n".join(lines), flush=True)
+
+
 def run_until_signal(settings: Settings, serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     """Configure logging, run `serve(stop)` on uvloop; SIGINT/SIGTERM set `stop`."""
     logs.configure(settings.log_level, settings.log_format)
