@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from bench.workload import typical_request
-from schema.messages import OtlpMessage
-from schema.models import TenantSettings
-from streams.normalize import normalize, normalize_payload
-from streams.pricing import Pricer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.workload import typical_request  # noqa: E402
+from schema.messages import OtlpMessage  # noqa: E402
+from schema.models import TenantSettings  # noqa: E402
+from streams.normalize import normalize, normalize_payload  # noqa: E402
+from streams.pricing import Pricer  # noqa: E402
 
 EVENT_EVERY = 4  # one event on a quarter of the spans
 
