@@ -41,6 +41,8 @@ class TenantSettings(BaseModel):
     privacy: PrivacyPolicy = PrivacyPolicy.REDACTED
     # keyed by model name as it appears on spans (response model, else request model)
     price_overrides: dict[str, ModelPriceOverride] = Field(default_factory=dict)
+    # month-to-date spend limit in USD (calendar month, UTC); None = no budget
+    monthly_budget_usd: Decimal | None = Field(default=None, gt=0)
 
 
 class Role(StrEnum):
