@@ -22,6 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_embedded import SPANS_PER_REQUEST, paced, pct, peak_rss_mib, saturate  # noqa: E402
+from bench.loadgen import OtlpConnection, encode_post  # noqa: E402
 from bench.workload import typical_request  # noqa: E402
 from llmtel.devkafka import KafkaBroker  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
@@ -93,6 +94,7 @@ async def main(args: argparse.Namespace) -> None:
         headers = {"authorization": f"Bearer {key}", "content-type": "application/x-protobuf"}
         print(f"encoding {args.requests} requests of {SPANS_PER_REQUEST} typical spans ...")
         bodies = [typical_request(SPANS_PER_REQUEST) for _ in range(args.requests)]
+        requests = [encode_post(body, key) for body in bodies]
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         async with (
             httpx.AsyncClient(
@@ -102,7 +104,12 @@ async def main(args: argparse.Namespace) -> None:
                 base_url=api_url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
             ) as api,
         ):
-            acked, refused, started = await saturate(otlp, bodies, args.senders, args.seconds)
+            connections = [
+                await OtlpConnection.open("127.0.0.1", http_port) for _ in range(args.senders)
+            ]
+            acked, refused, started = await saturate(connections, requests, args.seconds)
+            for connection in connections:
+                await connection.close()
             acked_at = time.perf_counter()
             print(
                 f"ingest: {acked} spans acked by Kafka in {acked_at - started:.1f}s -> "
@@ -120,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 target = 0.7 * sustained
                 latencies, freshness, refused2 = await paced(
-                    otlp, api, bodies, target, args.seconds, key
+                    "127.0.0.1", http_port, otlp, api, requests, target, args.seconds, key
                 )
                 print(
                     f"at 70% ({target:,.0f} spans/s): ack p50 {pct(latencies, 0.5) * 1000:.1f} ms, "

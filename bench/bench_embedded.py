@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import OtlpConnection, encode_post  # noqa: E402
+from bench.procstat import tree_cpu_seconds  # noqa: E402
 from bench.workload import typical_request  # noqa: E402
 from tests.integration.harness import ADMIN_KEY, LlmtelProcess  # noqa: E402
 
@@ -47,35 +49,39 @@ async def stored_requests(api: httpx.AsyncClient) -> int:
 
 
 async def saturate(
-    otlp: httpx.AsyncClient, bodies: list[bytes], senders: int, seconds: float
+    connections: list[OtlpConnection], requests: list[bytes], seconds: float
 ) -> tuple[int, int, float]:
+    """One sender per connection, each sending as fast as it is answered."""
     acked = 0
     refused = 0
     stop_at = time.perf_counter() + seconds
+    senders = len(connections)
 
-    async def sender(offset: int) -> None:
+    async def sender(offset: int, connection: OtlpConnection) -> None:
         nonlocal acked, refused
         i = offset
         while time.perf_counter() < stop_at:
-            response = await otlp.post("/v1/traces", content=bodies[i % len(bodies)])
-            if response.status_code == 200:
+            status = await connection.post(requests[i % len(requests)])
+            if status == 200:
                 acked += SPANS_PER_REQUEST
                 i += senders
-            elif response.status_code == 503:
+            elif status == 503:
                 refused += 1
                 await asyncio.sleep(0.02)
             else:
-                raise RuntimeError(f"unexpected {response.status_code}: {response.text}")
+                raise RuntimeError(f"unexpected HTTP status {status}")
 
     started = time.perf_counter()
-    await asyncio.gather(*(sender(k) for k in range(senders)))
+    await asyncio.gather(*(sender(k, c) for k, c in enumerate(connections)))
     return acked, refused, started
 
 
 async def paced(
+    host: str,
+    port: int,
     otlp: httpx.AsyncClient,
     api: httpx.AsyncClient,
-    bodies: list[bytes],
+    requests: list[bytes],
     spans_per_s: float,
     seconds: float,
     marker_key: str,
@@ -86,11 +92,15 @@ async def paced(
     refused = 0
     tasks: list[asyncio.Task[None]] = []
 
-    async def send(body: bytes) -> None:
+    idle: list[OtlpConnection] = []
+
+    async def send(request: bytes) -> None:
         nonlocal refused
         t0 = time.perf_counter()
-        response = await otlp.post("/v1/traces", content=body)
-        if response.status_code == 200:
+        connection = idle.pop() if idle else await OtlpConnection.open(host, port)
+        status = await connection.post(request)
+        idle.append(connection)
+        if status == 200:
             latencies.append(time.perf_counter() - t0)
         else:
             refused += 1
@@ -131,10 +141,12 @@ async def paced(
         due = start + n * interval
         if due > now:
             await asyncio.sleep(due - now)
-        tasks.append(asyncio.create_task(send(bodies[n % len(bodies)])))
+        tasks.append(asyncio.create_task(send(requests[n % len(requests)])))
         n += 1
     await asyncio.gather(*tasks)
     await marker_task
+    for connection in idle:
+        await connection.close()
     return latencies, freshness, refused
 
 
@@ -156,6 +168,7 @@ async def main(args: argparse.Namespace) -> None:
         headers = {"authorization": f"Bearer {key}", "content-type": "application/x-protobuf"}
         print(f"encoding {args.requests} requests of {SPANS_PER_REQUEST} typical spans ...")
         bodies = [typical_request(SPANS_PER_REQUEST) for _ in range(args.requests)]
+        requests = [encode_post(body, key) for body in bodies]
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         async with (
             httpx.AsyncClient(
@@ -167,11 +180,21 @@ async def main(args: argparse.Namespace) -> None:
                 timeout=60,
             ) as api,
         ):  # fmt: skip
-            acked, refused, started = await saturate(otlp, bodies, args.senders, args.seconds)
+            connections = [
+                await OtlpConnection.open("127.0.0.1", server.http_port)
+                for _ in range(args.senders)
+            ]
+            cpu_before = tree_cpu_seconds(pid)
+            client_before = time.process_time()
+            acked, refused, started = await saturate(connections, requests, args.seconds)
             ack_done = time.perf_counter()
+            for connection in connections:
+                await connection.close()
             while await stored_requests(api) < acked:
                 await asyncio.sleep(0.05)
             stored_at = time.perf_counter()
+            cpu_after = tree_cpu_seconds(pid)
+            client_cpu = time.process_time() - client_before
             sustained = acked / (stored_at - started)
             print(
                 f"saturation: {acked} spans acked in {ack_done - started:.1f}s "
@@ -179,9 +202,22 @@ async def main(args: argparse.Namespace) -> None:
                 f"{stored_at - started:.1f}s -> sustained {sustained:,.0f} spans/s end to end; "
                 f"{refused} requests refused with 503 (backpressure)"
             )
+            main_cpu = cpu_after.get(pid, 0.0) - cpu_before.get(pid, 0.0)
+            workers_cpu = sum(
+                seconds - cpu_before.get(member, 0.0)
+                for member, seconds in cpu_after.items()
+                if member != pid
+            )
+            per_span = (main_cpu + workers_cpu) / acked * 1e6
+            print(
+                f"CPU per stored span: server {main_cpu / acked * 1e6:.1f} us "
+                f"+ worker processes {workers_cpu / acked * 1e6:.1f} us "
+                f"(+ this load generator {client_cpu / acked * 1e6:.1f} us); "
+                f"server CPU alone would allow {2e6 / per_span:,.0f} spans/s on 2 idle cores"
+            )
             target = 0.7 * sustained
             latencies, freshness, refused2 = await paced(
-                otlp, api, bodies, target, args.seconds, key
+                "127.0.0.1", server.http_port, otlp, api, requests, target, args.seconds, key
             )
             print(
                 f"at 70% ({target:,.0f} spans/s, {len(latencies)} requests): ack latency "

@@ -22,13 +22,13 @@ from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.messages import OtlpMessage
 from schema.migrate import migrate
-from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
+from schema.spans import SPAN_COLUMNS, SPANS_TABLE
 from schema.tenants import TenantStore
 from schema.window_store import insert_anomalies, insert_windows
 from streams.bus import InProcessBus
 from streams.deadletter import DeadLetterDirectory
-from streams.normalize import normalize, normalize_payload
-from streams.pricing import Pricer
+from streams.pool import PreparePool
+from streams.prepare import Job, PreparedBlock
 from streams.window_task import WindowTask
 from streams.writer import SpanWriter
 
@@ -52,15 +52,22 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             "as tenant 'default' and read every tenant's data through the API"
         )
 
-    pricer = Pricer()
+    pool = PreparePool(settings.prepare_workers, db.column_types(SPANS_TABLE, SPAN_COLUMNS))
+    await asyncio.to_thread(pool.warm_up)
 
-    def process(message: OtlpMessage) -> SpanBatch:
-        settings_ = tenants.get_settings(message.tenant_id)
-        if message.payload is not None:
-            return normalize_payload(
-                message.payload, message.tenant_id, message.received_at_ns, settings_, pricer
+    def jobs_of(messages: list[OtlpMessage]) -> list[Job]:
+        return [
+            Job(
+                message.tenant_id,
+                message.received_at_ns,
+                message.request.SerializeToString() if message.payload is None else message.payload,
+                tenants.get_settings(message.tenant_id),
             )
-        return normalize(message, settings_, pricer)
+            for message in messages
+        ]
+
+    async def prepare(messages: list[OtlpMessage]) -> PreparedBlock:
+        return await pool.prepare(await asyncio.to_thread(jobs_of, messages))
 
     windows = WindowTask(
         settings.window_config(),
@@ -69,17 +76,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         state_file=settings.data_dir / "windows-state.json",
     )
 
-    def store(batch: SpanBatch) -> None:
-        db.insert_columns(SPANS_TABLE, batch.columns, SPAN_COLUMNS)
+    def store(prepared: PreparedBlock) -> None:
+        db.insert_native(SPANS_TABLE, SPAN_COLUMNS, prepared.block)
         try:  # stored is stored: a window bug must not make the writer insert again
-            windows.add(batch)
+            windows.add(prepared.windows)
         except Exception:
             log.exception("window aggregation failed for a stored batch")
 
     bus = InProcessBus(settings.bus_capacity_spans, settings.retry_after_s)
     writer = SpanWriter(
-        bus, process, store, DeadLetterDirectory(settings.data_dir / "dead-letter"),
+        bus, prepare, store, DeadLetterDirectory(settings.data_dir / "dead-letter"),
         max_rows=settings.batch_max_rows, max_wait_s=settings.batch_max_wait_s,
+        in_flight=max(1, settings.prepare_workers) + 1,
     )  # fmt: skip
     writer_task = asyncio.create_task(writer.run(), name="llmtel-writer")
     windows_stop = asyncio.Event()
@@ -119,6 +127,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await asyncio.gather(http_task, return_exceptions=True)
     bus.close()
     await writer_task
+    await asyncio.to_thread(pool.close)
     log.info("flushed", extra={"stored_spans": writer.stored_spans})
     windows_stop.set()
     await windows_task

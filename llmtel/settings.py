@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(20_000, gt=0)
     batch_max_wait_s: float = Field(0.25, gt=0)
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent when at capacity.")
+    prepare_workers: int = Field(
+        1,
+        ge=0,
+        description="Processes that normalise and encode spans for insert; 0: a thread of "
+        "the main process.",
+    )
 
     # distributed mode
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")

@@ -198,6 +198,29 @@ class Database:
                 settings=dict(settings) if settings else None,
             )
 
+    def insert_native(
+        self,
+        table: str,
+        column_names: Sequence[str],
+        block: bytes,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Insert a block already encoded in ClickHouse's Native format (`schema.native`)."""
+        if not block:
+            return
+        with self._client() as client:
+            client.raw_insert(
+                table=f"{self.name}.{validate_identifier(table)}",
+                column_names=list(column_names),
+                insert_block=block,
+                settings=dict(settings) if settings else None,
+                fmt="Native",
+            )
+
+    def column_types(self, table: str, column_names: Sequence[str]) -> list[str]:
+        """ClickHouse type names of `column_names` in `table` (read once, then cached)."""
+        return list(self._types_of(table, tuple(column_names)))
+
     def _types_of(self, table: str, column_names: tuple[str, ...]) -> list[str]:
         """Column types for an insert, read once per table and column list."""
         key = (table, column_names)

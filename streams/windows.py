@@ -283,16 +283,51 @@ class _Tenant:
         self.known: dict[Key, int] = {}  # key with history -> empty windows since its last traffic
 
 
-_IS_LLM = COLUMN_INDEX["IsLlm"]
-_TIMESTAMP = COLUMN_INDEX["Timestamp"]
-_DURATION = COLUMN_INDEX["Duration"]
-_TENANT = COLUMN_INDEX["TenantId"]
-_STATUS = COLUMN_INDEX["StatusCode"]
-_RESPONSE_MODEL = COLUMN_INDEX["LlmResponseModel"]
-_REQUEST_MODEL = COLUMN_INDEX["LlmRequestModel"]
-_INPUT_TOKENS = COLUMN_INDEX["LlmInputTokens"]
-_OUTPUT_TOKENS = COLUMN_INDEX["LlmOutputTokens"]
-_COST = COLUMN_INDEX["LlmCostUsd"]
+# The span columns `WindowAggregator.add` reads; IsLlm first (it filters the rows).
+INPUT_COLUMNS: tuple[str, ...] = (
+    "IsLlm",
+    "Timestamp",
+    "Duration",
+    "TenantId",
+    "StatusCode",
+    "LlmResponseModel",
+    "LlmRequestModel",
+    "LlmInputTokens",
+    "LlmOutputTokens",
+    "LlmCostUsd",
+)
+(
+    _IS_LLM,
+    _TIMESTAMP,
+    _DURATION,
+    _TENANT,
+    _STATUS,
+    _RESPONSE_MODEL,
+    _REQUEST_MODEL,
+    _INPUT_TOKENS,
+    _OUTPUT_TOKENS,
+    _COST,
+) = (COLUMN_INDEX[name] for name in INPUT_COLUMNS)
+
+
+def window_input(batch: SpanBatch) -> SpanBatch:
+    """What `WindowAggregator.add` needs of `batch`: its LLM rows, only the columns it reads.
+
+    Other columns are left empty. Small enough to send from a worker process to the one
+    process that keeps the windows.
+    """
+    projected = SpanBatch()
+    projected.unpriced = batch.unpriced
+    columns = batch.columns
+    flags = columns[_IS_LLM]
+    keep = None if all(flags) else [index for index, flag in enumerate(flags) if flag]
+    for name in INPUT_COLUMNS:
+        index = COLUMN_INDEX[name]
+        values = columns[index]
+        projected.columns[index] = list(values) if keep is None else [values[i] for i in keep]
+    return projected
+
+
 _SCOPE_ORDER = {Scope.TENANT: 0, Scope.MODEL: 1}
 
 

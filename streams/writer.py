@@ -1,11 +1,12 @@
-"""Drains the in-process bus into ClickHouse: take -> process -> insert -> release.
+"""Drains the in-process bus into ClickHouse: take -> prepare -> insert -> release.
 
-Two stages run concurrently, each in its own thread, so normalising batch N+1 overlaps
-inserting batch N (the insert spends much of its time in ClickHouse without the GIL).
-Capacity goes back to the bus only after the insert succeeded; a failing insert is retried
-with backoff and never dropped, and while it fails the bus fills and receivers answer 503.
-A request that cannot be processed at all (a bug, not bad input: ingest validated it) is
-handed to `dead_letter` so that it is set aside, not lost, and the pipeline keeps going.
+Preparing (normalise + encode, `streams.prepare`) runs for up to `in_flight` batches at once,
+in worker processes or a thread (`streams.pool`), while the previous batch is inserted; the
+inserts happen one at a time, in the order the batches were taken. Capacity goes back to the
+bus only after the insert succeeded; a failing insert is retried with backoff and never
+dropped, and while it fails the bus fills and receivers answer 503. A request that cannot be
+prepared at all (a bug, not bad input: ingest validated it) is handed to `dead_letter`, so
+that it is set aside, not lost, and the pipeline keeps going.
 """
 
 from __future__ import annotations
@@ -13,49 +14,52 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from schema.messages import OtlpMessage
 from schema.spans import SpanBatch
 from streams import metrics
 from streams.bus import InProcessBus
+from streams.prepare import PreparedBlock
 
 log = logging.getLogger(__name__)
 
-Process = Callable[[OtlpMessage], SpanBatch]
-Store = Callable[[SpanBatch], None]
+Prepare = Callable[[list[OtlpMessage]], Awaitable[PreparedBlock]]
+Store = Callable[[PreparedBlock], None]
 DeadLetter = Callable[[OtlpMessage, BaseException], None]
 
 
-@dataclass(slots=True)
-class _Prepared:
-    rows: SpanBatch
-    spans: int  # bus capacity to release once stored
+class PreparationFailed(Exception):
+    """A request could not be turned into rows; the message says why."""
+
+
+_Taken = tuple["asyncio.Future[PreparedBlock]", list[OtlpMessage]]
 
 
 class SpanWriter:
     def __init__(
         self,
         bus: InProcessBus,
-        process: Process,
+        prepare: Prepare,
         store: Store,
         dead_letter: DeadLetter,
         *,
         max_rows: int,
         max_wait_s: float,
+        in_flight: int = 1,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self._bus = bus
-        self._process = process
+        self._prepare = prepare
         self._store = store
         self._dead_letter = dead_letter
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
+        # batches being prepared or waiting for their insert, in the order they were taken
+        self._taken: asyncio.Queue[_Taken | None] = asyncio.Queue(maxsize=max(1, in_flight))
         self.stored_spans = 0
         self.last_store_monotonic = 0.0
 
@@ -67,54 +71,59 @@ class SpanWriter:
                 messages = await self._bus.take(self._max_rows, self._max_wait_s)
                 if not messages:
                     break
-                prepared = await asyncio.to_thread(self._prepare, messages)
-                await self._prepared.put(prepared)
+                prepared = asyncio.ensure_future(self._timed_prepare(messages))
+                await self._taken.put((prepared, messages))
         finally:
-            await self._prepared.put(None)
+            await self._taken.put(None)
             await inserter
 
-    def _prepare(self, messages: list[OtlpMessage]) -> _Prepared:
+    async def _timed_prepare(self, messages: list[OtlpMessage]) -> PreparedBlock:
         started = time.perf_counter()
-        rows = SpanBatch()
-        spans = 0
-        for message in messages:
-            spans += message.span_count
-            try:
-                rows.extend(self._process(message))
-            except Exception as exc:  # a processing bug must not stall or lose the rest
-                log.exception(
-                    "request could not be processed; set aside as a dead letter",
-                    extra={"tenant": message.tenant_id, "spans": message.span_count},
-                )
-                metrics.DEAD_LETTERS.inc()
-                self._dead_letter(message, exc)
+        prepared = await self._prepare(messages)
         metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-        return _Prepared(rows, spans)
+        return prepared
 
     async def _insert_loop(self) -> None:
-        while (prepared := await self._prepared.get()) is not None:
-            if len(prepared.rows):
-                await self._store_with_retry(prepared.rows)
-            self._bus.release(prepared.spans)
-            self.stored_spans += len(prepared.rows)
+        while (taken := await self._taken.get()) is not None:
+            future, messages = taken
+            try:
+                prepared = await future
+            except Exception as exc:  # the preparing machinery itself failed: set all aside
+                log.exception("a batch could not be prepared", extra={"requests": len(messages)})
+                prepared = PreparedBlock(b"", 0, 0, SpanBatch(), [])
+                prepared.failures = [(i, repr(exc)) for i in range(len(messages))]
+            for index, reason in prepared.failures:
+                self._set_aside(messages[index], PreparationFailed(reason))
+            if prepared.rows:
+                await self._store_with_retry(prepared)
+            self._bus.release(sum(message.span_count for message in messages))
+            self.stored_spans += prepared.rows
             self.last_store_monotonic = time.monotonic()
 
-    async def _store_with_retry(self, rows: SpanBatch) -> None:
+    def _set_aside(self, message: OtlpMessage, exc: BaseException) -> None:
+        log.error(
+            "request could not be processed; set aside as a dead letter",
+            extra={"tenant": message.tenant_id, "spans": message.span_count, "error": str(exc)},
+        )
+        metrics.DEAD_LETTERS.inc()
+        self._dead_letter(message, exc)
+
+    async def _store_with_retry(self, prepared: PreparedBlock) -> None:
         delay = self._retry_initial_s
         while True:
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(self._store, rows)
+                await asyncio.to_thread(self._store, prepared)
             except Exception:
                 metrics.INSERT_FAILURES.inc()
                 log.exception(
-                    "insert failed; retrying", extra={"rows": len(rows), "retry_s": delay}
+                    "insert failed; retrying", extra={"rows": prepared.rows, "retry_s": delay}
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
-            metrics.INSERT_ROWS.inc(len(rows))
-            if rows.unpriced:
-                metrics.UNPRICED_SPANS.inc(rows.unpriced)
+            metrics.INSERT_ROWS.inc(prepared.rows)
+            if prepared.unpriced:
+                metrics.UNPRICED_SPANS.inc(prepared.unpriced)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -10,7 +11,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from schema.messages import BusFull, HandoffUnavailable, OtlpMessage
 from schema.spans import SpanBatch
 from streams.bus import InProcessBus
-from streams.writer import SpanWriter
+from streams.prepare import PreparedBlock
+from streams.writer import Prepare, SpanWriter
 
 
 def message(spans: int, tenant: str = "t") -> OtlpMessage:
@@ -22,6 +24,22 @@ def rows_for(msg: OtlpMessage) -> SpanBatch:
     for column in batch.columns:
         column.extend([msg.tenant_id] * msg.span_count)
     return batch
+
+
+def preparing(process: Callable[[OtlpMessage], SpanBatch]) -> Prepare:
+    """A writer's prepare step from a per-message row function (failures listed, not raised)."""
+
+    async def prepare(messages: list[OtlpMessage]) -> PreparedBlock:
+        batch = SpanBatch()
+        failures = []
+        for index, msg in enumerate(messages):
+            try:
+                batch.extend(process(msg))
+            except ValueError as exc:
+                failures.append((index, str(exc)))
+        return PreparedBlock(b"", len(batch), 0, batch, failures)
+
+    return prepare
 
 
 async def test_bus_refuses_when_full_and_accepts_after_release() -> None:
@@ -70,7 +88,13 @@ async def test_writer_stores_everything_then_stops_when_bus_closes() -> None:
     bus = InProcessBus(capacity_spans=10_000)
     stored: list[SpanBatch] = []
     writer = SpanWriter(
-        bus, rows_for, stored.append, lambda m, e: None, max_rows=50, max_wait_s=0.01
+        bus,
+        preparing(rows_for),
+        lambda prepared: stored.append(prepared.windows),
+        lambda m, e: None,
+        max_rows=50,
+        max_wait_s=0.01,
+        in_flight=3,
     )
     task = asyncio.create_task(writer.run())
     for i in range(40):
@@ -87,16 +111,16 @@ async def test_writer_retries_a_failing_store_without_losing_rows() -> None:
     attempts = 0
     stored: list[SpanBatch] = []
 
-    def flaky_store(batch: SpanBatch) -> None:
+    def flaky_store(prepared: PreparedBlock) -> None:
         nonlocal attempts
         attempts += 1
         if attempts <= 2:
             raise ConnectionError("clickhouse down")
-        stored.append(batch)
+        stored.append(prepared.windows)
 
     writer = SpanWriter(
         bus,
-        rows_for,
+        preparing(rows_for),
         flaky_store,
         lambda m, e: None,
         max_rows=100,
@@ -128,8 +152,8 @@ async def test_writer_sets_aside_a_request_it_cannot_process_and_keeps_going() -
 
     writer = SpanWriter(
         bus,
-        process,
-        stored.append,
+        preparing(process),
+        lambda prepared: stored.append(prepared.windows),
         lambda m, e: dead.append((m, e)),
         max_rows=100,
         max_wait_s=0.01,
@@ -142,4 +166,36 @@ async def test_writer_sets_aside_a_request_it_cannot_process_and_keeps_going() -
     await asyncio.wait_for(task, 5)
     assert sum(len(b) for b in stored) == 6
     assert [m.tenant_id for m, _ in dead] == ["poison"]
+    assert "boom" in str(dead[0][1])
     assert bus.in_flight_spans == 0
+
+
+async def test_inserts_follow_the_order_batches_were_taken_in() -> None:
+    """Batches prepare concurrently; the slow first one is still inserted first."""
+    bus = InProcessBus(capacity_spans=1000)
+    order: list[str] = []
+
+    async def prepare(messages: list[OtlpMessage]) -> PreparedBlock:
+        if messages[0].tenant_id == "slow":
+            await asyncio.sleep(0.2)
+        batch = SpanBatch()
+        for msg in messages:
+            batch.extend(rows_for(msg))
+        return PreparedBlock(b"", len(batch), 0, batch, [])
+
+    writer = SpanWriter(
+        bus,
+        prepare,
+        lambda prepared: order.append(prepared.windows.columns[0][0]),
+        lambda m, e: None,
+        max_rows=5,
+        max_wait_s=0.01,
+        in_flight=3,
+    )
+    task = asyncio.create_task(writer.run())
+    await bus.submit(message(5, "slow"))
+    await asyncio.sleep(0.05)
+    await bus.submit(message(5, "fast"))
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert order == ["slow", "fast"]

@@ -1,0 +1,51 @@
+"""A lean OTLP/HTTP sender for benchmarks: pre-encoded requests on keep-alive connections.
+
+The load generator shares the two cores with the server it measures, so it must cost as
+little as possible per request: one `write` of a prepared HTTP/1.1 request, and a response
+read by its Content-Length. It speaks only what an OTLP/HTTP exporter needs (POST, 200/503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class OtlpConnection:
+    """One keep-alive connection to an OTLP/HTTP receiver."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> OtlpConnection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> int:
+        """Send a request made by `encode_post`; return the response's status code."""
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await self._reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+def encode_post(body: bytes, api_key: str, path: str = "/v1/traces") -> bytes:
+    """A complete OTLP/HTTP protobuf export request, ready to write."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: llmtel\r\nContent-Type: application/x-protobuf\r\n"
+        f"Authorization: Bearer {api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body

@@ -1,0 +1,59 @@
+"""Accepted requests -> one insert-ready Native block of span rows, plus the window input.
+
+    prepare_block(jobs, column_types, pricer) -> PreparedBlock
+
+Pure (no I/O): normalise every request, encode the rows as one ClickHouse Native block, and
+project the columns the window aggregator reads. It is the whole per-span cost of storing
+spans, so it is what `streams.pool.PreparePool` runs in worker processes: the process that
+owns the engine then only hands bytes over. A request that cannot be normalised is listed in
+`failures` (the caller sets it aside as a dead letter) and the others are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from schema.models import TenantSettings
+from schema.native import encode_native
+from schema.spans import SPAN_COLUMNS, SpanBatch
+from streams.normalize import normalize_payload
+from streams.pricing import Pricer
+from streams.windows import window_input
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One accepted export request: a serialized `ExportTraceServiceRequest` and its tenant."""
+
+    tenant_id: str
+    received_at_ns: int
+    payload: bytes
+    settings: TenantSettings
+
+
+@dataclass(slots=True)
+class PreparedBlock:
+    block: bytes  # Native block of SPAN_COLUMNS rows; b"" when there are none
+    rows: int
+    unpriced: int  # LLM spans stored with cost NULL (unknown model)
+    windows: SpanBatch  # `streams.windows.window_input` of the rows
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (job index, what failed)
+
+
+def prepare_block(
+    jobs: Sequence[Job], column_types: Sequence[str], pricer: Pricer
+) -> PreparedBlock:
+    batch = SpanBatch()
+    failures: list[tuple[int, str]] = []
+    for index, job in enumerate(jobs):
+        try:
+            rows = normalize_payload(
+                job.payload, job.tenant_id, job.received_at_ns, job.settings, pricer
+            )
+        except Exception as exc:  # a bug or a request ingest should have refused
+            failures.append((index, f"{type(exc).__name__}: {exc}"))
+            continue
+        batch.extend(rows)
+    block = encode_native(SPAN_COLUMNS, column_types, batch.columns) if len(batch) else b""
+    return PreparedBlock(block, len(batch), batch.unpriced, window_input(batch), failures)
