@@ -52,7 +52,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             "as tenant 'default' and read every tenant's data through the API"
         )
 
-    pool = PreparePool(settings.prepare_workers, db.column_types(SPANS_TABLE, SPAN_COLUMNS))
+    window_config = settings.window_config()
+    pool = PreparePool(
+        settings.prepare_workers,
+        db.column_types(SPANS_TABLE, SPAN_COLUMNS),
+        window_config.window_ns,
+    )
     await asyncio.to_thread(pool.warm_up)
 
     def jobs_of(messages: list[OtlpMessage]) -> list[Job]:
@@ -70,7 +75,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         return await pool.prepare(await asyncio.to_thread(jobs_of, messages))
 
     windows = WindowTask(
-        settings.window_config(),
+        window_config,
         lambda records: insert_windows(db, records),
         lambda records: insert_anomalies(db, records),
         state_file=settings.data_dir / "windows-state.json",
@@ -79,7 +84,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     def store(prepared: PreparedBlock) -> None:
         db.insert_native(SPANS_TABLE, SPAN_COLUMNS, prepared.block)
         try:  # stored is stored: a window bug must not make the writer insert again
-            windows.add(prepared.windows)
+            windows.add_partials(prepared.windows)
         except Exception:
             log.exception("window aggregation failed for a stored batch")
 

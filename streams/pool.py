@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from schema.spans import SpanBatch
 from streams.prepare import Job, PreparedBlock, prepare_block
 from streams.pricing import Pricer
 
@@ -32,26 +31,28 @@ log = logging.getLogger(__name__)
 # per worker process, set by `_start_worker`
 _worker_pricer: Pricer | None = None
 _worker_types: tuple[str, ...] = ()
+_worker_window_ns = 0
 
 
-def _start_worker(column_types: tuple[str, ...]) -> None:
-    global _worker_pricer, _worker_types
+def _start_worker(column_types: tuple[str, ...], window_ns: int) -> None:
+    global _worker_pricer, _worker_types, _worker_window_ns
     # Ctrl-C and a service manager's SIGTERM reach the whole process group: the parent
     # decides when workers stop (it drains first, then shuts the pool down).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _worker_pricer = Pricer()
     _worker_types = column_types
+    _worker_window_ns = window_ns
 
 
 def _prepare_in_worker(jobs: list[Job]) -> PreparedBlock:
     assert _worker_pricer is not None, "worker not initialised"
-    return prepare_block(jobs, _worker_types, _worker_pricer)
+    return prepare_block(jobs, _worker_types, _worker_window_ns, _worker_pricer)
 
 
 def merge(blocks: Sequence[PreparedBlock], offsets: Sequence[int]) -> PreparedBlock:
     """One block of several (Native blocks concatenate); failure indexes shifted by `offsets`."""
-    merged = PreparedBlock(b"".join(b.block for b in blocks), 0, 0, SpanBatch(), [])
+    merged = PreparedBlock(b"".join(b.block for b in blocks), 0, 0, [], [])
     for block, offset in zip(blocks, offsets, strict=True):
         merged.rows += block.rows
         merged.unpriced += block.unpriced
@@ -61,10 +62,14 @@ def merge(blocks: Sequence[PreparedBlock], offsets: Sequence[int]) -> PreparedBl
 
 
 class PreparePool:
-    def __init__(self, workers: int, column_types: Sequence[str]) -> None:
-        """`workers` processes, or 0 to prepare in a thread of this process."""
+    def __init__(self, workers: int, column_types: Sequence[str], window_ns: int) -> None:
+        """`workers` processes, or 0 to prepare in a thread of this process.
+
+        `column_types`: of SPAN_COLUMNS in the span table; `window_ns`: the window length.
+        """
         self.workers = workers
         self._types = tuple(column_types)
+        self._window_ns = window_ns
         self._pricer = Pricer() if workers == 0 else None
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
@@ -77,7 +82,7 @@ class PreparePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self._types,),
+            initargs=(self._types, self._window_ns),
         )
 
     def warm_up(self) -> None:
@@ -89,7 +94,9 @@ class PreparePool:
 
     async def prepare(self, jobs: list[Job]) -> PreparedBlock:
         if self._pricer is not None:
-            return await asyncio.to_thread(prepare_block, jobs, self._types, self._pricer)
+            return await asyncio.to_thread(
+                prepare_block, jobs, self._types, self._window_ns, self._pricer
+            )
         try:
             return await self._submit(jobs)
         except BrokenProcessPool:
@@ -106,7 +113,7 @@ class PreparePool:
             return await self._submit([job])
         except BrokenProcessPool:
             reason = "the worker process died while preparing this request"
-            return PreparedBlock(b"", 0, 0, SpanBatch(), [(0, reason)])
+            return PreparedBlock(b"", 0, 0, [], [(0, reason)])
 
     async def _submit(self, jobs: list[Job]) -> PreparedBlock:
         with self._lock:

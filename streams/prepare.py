@@ -1,12 +1,13 @@
 """Accepted requests -> one insert-ready Native block of span rows, plus the window input.
 
-    prepare_block(jobs, column_types, pricer) -> PreparedBlock
+    prepare_block(jobs, column_types, window_ns, pricer) -> PreparedBlock
 
 Pure (no I/O): normalise every request, encode the rows as one ClickHouse Native block, and
-project the columns the window aggregator reads. It is the whole per-span cost of storing
-spans, so it is what `streams.pool.PreparePool` runs in worker processes: the process that
-owns the engine then only hands bytes over. A request that cannot be normalised is listed in
-`failures` (the caller sets it aside as a dead letter) and the others are kept.
+sum the LLM spans per tenant, window and model for the window aggregator. It is the whole
+per-span cost of storing spans, so it is what `streams.pool.PreparePool` runs in worker
+processes: the process that owns the engine then only hands bytes and sums over. A request
+that cannot be normalised is listed in `failures` (the caller sets it aside as a dead letter)
+and the others are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from schema.native import encode_native
 from schema.spans import SPAN_COLUMNS, SpanBatch
 from streams.normalize import normalize_payload
 from streams.pricing import Pricer
-from streams.windows import window_input
+from streams.windows import WindowPartial, partial_windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +38,12 @@ class PreparedBlock:
     block: bytes  # Native block of SPAN_COLUMNS rows; b"" when there are none
     rows: int
     unpriced: int  # LLM spans stored with cost NULL (unknown model)
-    windows: SpanBatch  # `streams.windows.window_input` of the rows
+    windows: list[WindowPartial]  # the rows' LLM spans summed per tenant, window and model
     failures: list[tuple[int, str]] = field(default_factory=list)  # (job index, what failed)
 
 
 def prepare_block(
-    jobs: Sequence[Job], column_types: Sequence[str], pricer: Pricer
+    jobs: Sequence[Job], column_types: Sequence[str], window_ns: int, pricer: Pricer
 ) -> PreparedBlock:
     batch = SpanBatch()
     failures: list[tuple[int, str]] = []
@@ -56,4 +57,5 @@ def prepare_block(
             continue
         batch.extend(rows)
     block = encode_native(SPAN_COLUMNS, column_types, batch.columns) if len(batch) else b""
-    return PreparedBlock(block, len(batch), batch.unpriced, window_input(batch), failures)
+    windows = partial_windows(batch, window_ns)
+    return PreparedBlock(block, len(batch), batch.unpriced, windows, failures)

@@ -23,7 +23,13 @@ from schema.spans import SpanBatch
 from schema.windows import AnomalyRecord, WindowRecord
 from streams import metrics
 from streams.anomaly import AnomalyDetector, report
-from streams.windows import WindowAggregator, WindowConfig, WindowStateError
+from streams.windows import (
+    WindowAggregator,
+    WindowConfig,
+    WindowPartial,
+    WindowStateError,
+    partial_windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +79,12 @@ class WindowTask:
         tmp.replace(self._state_file)
 
     def add(self, batch: SpanBatch) -> None:
+        self.add_partials(partial_windows(batch, self._config.window_ns))
+
+    def add_partials(self, partials: Sequence[WindowPartial]) -> None:
+        """Add a batch already summed by `partial_windows` (in a worker process)."""
         with self._lock:
-            result = self.aggregator.add(batch)
+            result = self.aggregator.add_partials(partials)
         if result.late:
             metrics.LATE_SPANS.inc(result.late)
 

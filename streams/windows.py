@@ -34,7 +34,7 @@ Semantics
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -176,37 +176,26 @@ class _Window:
         self.durations: list[int] | None = []  # exact while small; None once in `buckets`
         self.buckets: dict[int, int] = {}
 
-    def add(
-        self,
-        duration: int,
-        is_error: bool,
-        input_tokens: int | None,
-        output_tokens: int | None,
-        cost: Decimal | None,
-        exact_max: int,
-    ) -> None:
-        self.requests += 1
-        if is_error:
-            self.errors += 1
-        if input_tokens:
-            self.input_tokens += input_tokens
-        if output_tokens:
-            self.output_tokens += output_tokens
-        if cost is None:
-            self.unpriced += 1
-        else:
-            self.cost += cost
+    def merge(self, partial: WindowPartial, exact_max: int) -> None:
+        self.requests += partial.requests
+        self.errors += partial.errors
+        self.input_tokens += partial.input_tokens
+        self.output_tokens += partial.output_tokens
+        self.cost += partial.cost
+        self.unpriced += partial.unpriced
         durations = self.durations
-        if durations is None:
-            index = _bucket(duration)
-            self.buckets[index] = self.buckets.get(index, 0) + 1
+        buckets = self.buckets
+        if durations is not None:
+            durations.extend(partial.durations)
+            if len(durations) <= exact_max:
+                return
+            self.durations = None  # too many to keep exactly: bucket them, from now on
+            for duration in durations:
+                index = _bucket(duration)
+                buckets[index] = buckets.get(index, 0) + 1
             return
-        durations.append(duration)
-        if len(durations) > exact_max:
-            for kept in durations:
-                index = _bucket(kept)
-                self.buckets[index] = self.buckets.get(index, 0) + 1
-            self.durations = None
+        for index, count in partial.buckets.items():
+            buckets[index] = buckets.get(index, 0) + count
 
     def p95(self) -> int:
         if self.durations is not None:
@@ -307,25 +296,73 @@ INPUT_COLUMNS: tuple[str, ...] = (
     _INPUT_TOKENS,
     _OUTPUT_TOKENS,
     _COST,
-) = (COLUMN_INDEX[name] for name in INPUT_COLUMNS)
+) = _INPUT_INDEXES = tuple(COLUMN_INDEX[name] for name in INPUT_COLUMNS)
 
 
-def window_input(batch: SpanBatch) -> SpanBatch:
-    """What `WindowAggregator.add` needs of `batch`: its LLM rows, only the columns it reads.
+@dataclass(slots=True)
+class WindowPartial:
+    """The LLM spans of one batch for one tenant, window and model, summed.
 
-    Other columns are left empty. Small enough to send from a worker process to the one
-    process that keeps the windows.
+    Mergeable into an open window (`WindowAggregator.add_partials`): a worker process sends
+    these instead of rows, so the process keeping the windows does per-group, not per-span,
+    work. Durations travel exact, and pre-bucketed for windows already past `p95_exact_max`.
     """
-    projected = SpanBatch()
-    projected.unpriced = batch.unpriced
+
+    tenant: str
+    start: int  # window start, ns
+    model: str  # response model, else request model, else ""
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    unpriced: int = 0
+    durations: list[int] = field(default_factory=list)
+    buckets: dict[int, int] = field(default_factory=dict)
+
+
+def partial_windows(batch: SpanBatch, window_ns: int) -> list[WindowPartial]:
+    """The batch's LLM spans grouped by (tenant, window, model) and summed."""
     columns = batch.columns
-    flags = columns[_IS_LLM]
-    keep = None if all(flags) else [index for index, flag in enumerate(flags) if flag]
-    for name in INPUT_COLUMNS:
-        index = COLUMN_INDEX[name]
-        values = columns[index]
-        projected.columns[index] = list(values) if keep is None else [values[i] for i in keep]
-    return projected
+    groups: dict[tuple[str, int, str], WindowPartial] = {}
+    for (
+        is_llm,
+        started,
+        duration,
+        tenant_id,
+        status,
+        response_model,
+        request_model,
+        input_tokens,
+        output_tokens,
+        cost,
+    ) in zip(*(columns[index] for index in _INPUT_INDEXES), strict=True):
+        if not is_llm:
+            continue
+        ended = started + duration
+        start = ended - ended % window_ns
+        model = response_model or request_model or ""
+        group = groups.get((tenant_id, start, model))
+        if group is None:
+            group = groups[tenant_id, start, model] = WindowPartial(tenant_id, start, model)
+        group.requests += 1
+        if status == "Error":
+            group.errors += 1
+        if input_tokens:
+            group.input_tokens += input_tokens
+        if output_tokens:
+            group.output_tokens += output_tokens
+        if cost is None:
+            group.unpriced += 1
+        else:
+            group.cost += cost
+        group.durations.append(duration)
+    for group in groups.values():
+        buckets = group.buckets
+        for duration in group.durations:
+            index = _bucket(duration)
+            buckets[index] = buckets.get(index, 0) + 1
+    return list(groups.values())
 
 
 _SCOPE_ORDER = {Scope.TENANT: 0, Scope.MODEL: 1}
@@ -358,59 +395,33 @@ class WindowAggregator:
         return self._watermark
 
     def add(self, batch: SpanBatch) -> AddResult:
-        """Count the batch's LLM spans into their open windows: O(spans), no per-span dicts."""
-        columns = batch.columns
-        width = self._window_ns
+        """Count the batch's LLM spans into their open windows."""
+        return self.add_partials(partial_windows(batch, self._window_ns))
+
+    def add_partials(self, partials: Iterable[WindowPartial]) -> AddResult:
+        """Merge `partial_windows` of a batch into the open windows; late ones are counted."""
         horizon = self._horizon
         exact_max = self.config.p95_exact_max
         tenants = self._tenants
-        dirty = self._dirty
         counted = late = 0
-        for (
-            is_llm,
-            started,
-            duration,
-            tenant_id,
-            status,
-            response_model,
-            request_model,
-            input_tokens,
-            output_tokens,
-            cost,
-        ) in zip(
-            columns[_IS_LLM],
-            columns[_TIMESTAMP],
-            columns[_DURATION],
-            columns[_TENANT],
-            columns[_STATUS],
-            columns[_RESPONSE_MODEL],
-            columns[_REQUEST_MODEL],
-            columns[_INPUT_TOKENS],
-            columns[_OUTPUT_TOKENS],
-            columns[_COST],
-            strict=True,
-        ):
-            if not is_llm:
-                continue
-            ended = started + duration
-            start = ended - ended % width
+        for partial in partials:
+            tenant_id, start = partial.tenant, partial.start
             tenant = tenants.get(tenant_id)
             if start < horizon or (tenant is not None and start < tenant.closed_until):
-                late += 1
+                late += partial.requests
                 continue
             if tenant is None:
                 tenant = tenants[tenant_id] = _Tenant(horizon)
             windows = tenant.open.get(start)
             if windows is None:
                 windows = tenant.open[start] = {}
-            is_error = status == "Error"
-            for key in (_TENANT_KEY, (Scope.MODEL, response_model or request_model or "")):
+            for key in (_TENANT_KEY, (Scope.MODEL, partial.model)):
                 window = windows.get(key)
                 if window is None:
                     window = windows[key] = _Window()
-                window.add(duration, is_error, input_tokens, output_tokens, cost, exact_max)
-            counted += 1
-            dirty.add(tenant_id)
+                window.merge(partial, exact_max)
+            counted += partial.requests
+            self._dirty.add(tenant_id)
         return AddResult(counted, late)
 
     def advance(self, now_ns: int) -> list[WindowRecord]:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from schema.messages import OtlpMessage
-from schema.spans import SpanBatch
 from streams import metrics
 from streams.bus import InProcessBus
 from streams.prepare import PreparedBlock
@@ -90,7 +89,7 @@ class SpanWriter:
                 prepared = await future
             except Exception as exc:  # the preparing machinery itself failed: set all aside
                 log.exception("a batch could not be prepared", extra={"requests": len(messages)})
-                prepared = PreparedBlock(b"", 0, 0, SpanBatch(), [])
+                prepared = PreparedBlock(b"", 0, 0, [], [])
                 prepared.failures = [(i, repr(exc)) for i in range(len(messages))]
             for index, reason in prepared.failures:
                 self._set_aside(messages[index], PreparationFailed(reason))

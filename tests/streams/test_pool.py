@@ -11,16 +11,16 @@ import pytest
 
 from bench.workload import typical_request
 from schema.models import TenantSettings
-from schema.spans import SpanBatch
 from streams.pool import PreparePool, merge
 from streams.prepare import Job, PreparedBlock, prepare_block
 from streams.pricing import Pricer
-from streams.windows import INPUT_COLUMNS
+from streams.windows import WindowConfig
 
 # the span table's types in SPAN_COLUMNS order (what `Database.column_types` reads)
 from tests.schema.test_native import span_column_types
 
 NOW = time.time_ns()
+WINDOW_NS = WindowConfig().window_ns
 
 
 def jobs(count: int, spans: int = 64) -> list[Job]:
@@ -32,14 +32,14 @@ def jobs(count: int, spans: int = 64) -> list[Job]:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[PreparePool]:
-    workers = PreparePool(1, span_column_types())
+    workers = PreparePool(1, span_column_types(), WINDOW_NS)
     workers.warm_up()
     yield workers
     workers.close()
 
 
 def inline(batch: list[Job]) -> PreparedBlock:
-    return prepare_block(batch, span_column_types(), Pricer())
+    return prepare_block(batch, span_column_types(), WINDOW_NS, Pricer())
 
 
 async def test_a_worker_prepares_what_inline_preparing_gives(pool: PreparePool) -> None:
@@ -48,7 +48,7 @@ async def test_a_worker_prepares_what_inline_preparing_gives(pool: PreparePool) 
     expected = inline(batch)
     assert prepared.rows == expected.rows == 4 * 64
     assert prepared.block == expected.block
-    assert prepared.windows.columns == expected.windows.columns
+    assert prepared.windows == expected.windows
     assert not prepared.failures
 
 
@@ -81,14 +81,11 @@ async def test_a_killed_worker_is_replaced_and_the_batch_prepared(pool: PrepareP
     assert prepared.block == inline(batch).block
 
 
-def test_window_input_keeps_only_llm_rows_and_the_columns_windows_read() -> None:
-    prepared = inline(jobs(1))
-    windows = prepared.windows
-    assert len(windows) == sum(windows.column("IsLlm")) > 0
-    for name in ("SpanAttributes", "TraceId", "Events.Name"):
-        assert windows.column(name) == []
-    for name in INPUT_COLUMNS:
-        assert len(windows.column(name)) == len(windows)
+def test_the_window_sums_cover_every_llm_span_of_the_batch() -> None:
+    prepared = inline(jobs(2))
+    assert sum(p.requests for p in prepared.windows) == prepared.rows  # typical: all LLM
+    assert {p.tenant for p in prepared.windows} == {"tenant0", "tenant1"}
+    assert sum(len(p.durations) for p in prepared.windows) == prepared.rows
 
 
 def test_merge_concatenates_blocks_and_shifts_failure_indexes() -> None:
@@ -97,6 +94,5 @@ def test_merge_concatenates_blocks_and_shifts_failure_indexes() -> None:
     merged = merge([first, second], [0, 1])
     assert merged.block == first.block + second.block
     assert merged.rows == first.rows + second.rows
-    assert len(merged.windows) == len(first.windows) + len(second.windows)
+    assert merged.windows == first.windows + second.windows
     assert merged.failures == [(2, "boom")]
-    assert isinstance(merged.windows, SpanBatch)

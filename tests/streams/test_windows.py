@@ -18,6 +18,7 @@ from streams.windows import (
     WindowConfig,
     WindowStateError,
     p95_rank,
+    partial_windows,
 )
 
 S = 1_000_000_000
@@ -466,3 +467,34 @@ def test_config_is_validated() -> None:
     assert config.baseline(Metric.REQUESTS) == Decimal(2)
     assert config.baseline(Metric.COST_USD) == Decimal("0.01")
     assert (config.window_ns, config.lateness_ns) == (60 * S, 5 * S)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 400])
+def test_batches_summed_apart_give_the_windows_of_one_batch(chunk: int) -> None:
+    """Worker processes send `partial_windows` per batch: how spans are split must not matter
+    (exact p95 below `p95_exact_max`, the sketch above it, sums, errors, late spans)."""
+    config = WindowConfig(window_s=1, lateness_s=0, p95_exact_max=50)
+    spans = [
+        span(
+            (i * 37) % 3 * S + S // 3 + i,
+            tenant=f"t{i % 3}",
+            model=f"m{i % 4}",
+            duration_ns=((i * 7919) % 900 + 1) * MS,
+            cost=None if i % 11 == 0 else f"0.00{i % 9}",
+            error=i % 13 == 0,
+            llm=i % 17 != 0,
+        )
+        for i in range(400)
+    ]
+    whole = WindowAggregator(config)
+    whole.advance(S)  # window 0 is closed: its spans are late in both runs
+    expected = whole.add(batch(*spans))
+    parts = WindowAggregator(config)
+    parts.advance(S)
+    results = [
+        parts.add_partials(partial_windows(batch(*spans[i : i + chunk]), config.window_ns))
+        for i in range(0, len(spans), chunk)
+    ]
+    assert sum(r.counted for r in results) == expected.counted > 0
+    assert sum(r.late for r in results) == expected.late > 0
+    assert parts.advance(10 * S) == whole.advance(10 * S)
