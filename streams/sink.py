@@ -84,6 +84,7 @@ from schema.kafka import (
     decode_otlp,
 )
 from schema.models import TenantSettings
+from schema.native import encode_native
 from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
 from schema.window_store import insert_anomalies, insert_windows
 from schema.windows import ANOMALIES_TOPIC, WINDOWS_TOPIC, AnomalyRecord, WindowRecord
@@ -527,10 +528,11 @@ class KafkaSink:
             self._record(batch.ranges, token)
         if len(batch.spans):
             started = time.perf_counter()
-            self._db.insert_columns(
+            types = self._db.column_types(SPANS_TABLE, SPAN_COLUMNS)
+            self._db.insert_native(
                 SPANS_TABLE,
-                batch.spans.columns,
                 SPAN_COLUMNS,
+                encode_native(SPAN_COLUMNS, types, batch.spans.columns),
                 settings={**DEDUP_SETTINGS, "insert_deduplication_token": token},
             )
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)

@@ -375,11 +375,11 @@ class FlakyDatabase:
         self._db = db
         self.failures = failures
 
-    def insert_columns(self, table: str, *args: Any, **kwargs: Any) -> None:
+    def insert_native(self, table: str, *args: Any, **kwargs: Any) -> None:
         if table == SPANS_TABLE and self.failures:
             self.failures -= 1
             raise ConnectionError("ClickHouse is away")
-        self._db.insert_columns(table, *args, **kwargs)
+        self._db.insert_native(table, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
