@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck unit bench install clean
+.PHONY: run test lint format typecheck unit bench install clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ run: $(STAMP)
 	$(BIN)/llmtel up $(ARGS)
 
 ## Lint, type-check and run the whole test suite.
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck prometheus-tools
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
+
+## Prometheus and promtool (Debian package) for tests/promql: started by the tests
+## themselves on a free port, never as a service.
+prometheus-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends prometheus && \
+	    { systemctl disable --now prometheus 2>/dev/null || true; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ every error body is `{"detail": "<what was wrong and what to do>"}`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -15,10 +15,16 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from api.params import InvalidParameter
+from api.promql.errors import PrometheusError
 from api.queries.spans import TraceNotFound
-from api.routers import anomalies, health, spans, traces, usage, whoami, windows
+from api.routers import alerts as alert_admin
+from api.routers import anomalies, billing, dashboard, health, spans, traces, usage, whoami, windows
+from api.routers import metrics as metrics_router
+from api.routers import prometheus as prometheus_api
 from api.routers import tenants as tenant_admin
+from schema.alerts import DestinationNotFound, InvalidAlertConfig, RuleNotFound
 from schema.clickhouse import Database
+from schema.prices import PriceLookup
 from schema.tenants import (
     InvalidTenantName,
     KeyNotFound,
@@ -38,6 +44,9 @@ _STATUS: dict[type[Exception], int] = {
     KeyNotFound: status.HTTP_404_NOT_FOUND,
     TenantExists: status.HTTP_409_CONFLICT,
     LastAdminKey: status.HTTP_409_CONFLICT,
+    InvalidAlertConfig: status.HTTP_400_BAD_REQUEST,
+    RuleNotFound: status.HTTP_404_NOT_FOUND,
+    DestinationNotFound: status.HTTP_404_NOT_FOUND,
 }
 
 
@@ -47,6 +56,8 @@ def create_app(
     *,
     no_auth: bool = False,
     ready: Callable[[], bool] | None = None,
+    prices: PriceLookup | None = None,
+    alert_allowed_urls: Sequence[str] = (),
 ) -> FastAPI:
     """The API over `db`; `ready` adds a condition to `/readyz` (e.g. the bus is open).
 
@@ -62,12 +73,19 @@ def create_app(
     app.state.tenants = tenants
     app.state.no_auth = no_auth
     app.state.ready = ready or (lambda: True)
+    app.state.prices = prices  # unit prices shown on invoices; None: not shown
+    app.state.alert_allowed_urls = tuple(alert_allowed_urls)  # non-https destination prefixes
 
     for router in (health.router, tenant_admin.router, traces.router, spans.router, usage.router):
         app.include_router(router)
     app.include_router(whoami.router)
     app.include_router(windows.router)
     app.include_router(anomalies.router)
+    app.include_router(dashboard.router)
+    app.include_router(billing.router)
+    app.include_router(alert_admin.router)
+    app.include_router(metrics_router.router)
+    app.include_router(prometheus_api.router)
 
     async def known_error(_: Request, exc: Exception) -> JSONResponse:
         code = next(c for kind, c in _STATUS.items() if isinstance(exc, kind))
@@ -84,6 +102,7 @@ def create_app(
     for kind in _STATUS:
         app.add_exception_handler(kind, known_error)
     app.add_exception_handler(OperationalError, clickhouse_down)
+    app.add_exception_handler(PrometheusError, prometheus_api.error_response)
     return app
 
 

@@ -47,7 +47,16 @@ def _cmd_sink(args: argparse.Namespace) -> int:
     from llmtel.roles import run_sink
     from llmtel.settings import Settings
 
-    return run_sink(Settings(**_settings_overrides(args)), with_api=args.with_api)
+    return run_sink(
+        Settings(**_settings_overrides(args)), with_api=args.with_api, with_notify=args.with_notify
+    )
+
+
+def _cmd_notify(args: argparse.Namespace) -> int:
+    from llmtel.notify import run_notify
+    from llmtel.settings import Settings
+
+    return run_notify(Settings(**_settings_overrides(args)))
 
 
 def _cmd_streams(args: argparse.Namespace) -> int:
@@ -207,7 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument(
         "--with-api", action="store_true", help="also serve the API (needed with chdb://)"
     )
+    sink.add_argument(
+        "--with-notify",
+        action="store_true",
+        help="also run the alert notifier (needed with chdb://)",
+    )
     sink.set_defaults(func=_cmd_sink)
+
+    notify = commands.add_parser(
+        "notify", help="distributed: alerts to Slack and webhooks (needs a ClickHouse server)"
+    )
+    _server_options(notify)
+    notify.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers")
+    notify.set_defaults(func=_cmd_notify)
 
     streams = commands.add_parser("streams", help="distributed: faust windows and anomalies")
     _server_options(streams)

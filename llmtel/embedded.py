@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from prometheus_client import make_asgi_app
-
 from api.app import create_app
 from ingest.grpc import create_otlp_grpc_server
 from ingest.http import create_otlp_http_app
 from ingest.service import IngestService
+from llmtel.notify import EmbeddedAlerts, allowed_urls
 from llmtel.serving import announce_keys, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
@@ -29,6 +28,7 @@ from streams.bus import InProcessBus
 from streams.deadletter import DeadLetterDirectory
 from streams.pool import PreparePool
 from streams.prepare import Job, PreparedBlock
+from streams.unit_prices import GenaiUnitPrices
 from streams.window_task import WindowTask
 from streams.writer import SpanWriter
 
@@ -80,6 +80,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         lambda records: insert_anomalies(db, records),
         state_file=settings.data_dir / "windows-state.json",
     )
+    alerts = EmbeddedAlerts(settings, db, tenants)
+    await alerts.start()
+    windows.on_closed = alerts.feed
 
     def store(prepared: PreparedBlock) -> None:
         db.insert_native(SPANS_TABLE, SPAN_COLUMNS, prepared.block)
@@ -99,8 +102,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     windows_task = asyncio.create_task(windows.run(windows_stop), name="llmtel-windows")
 
     service = IngestService(bus, None if settings.no_auth else tenants)
-    api_app = create_app(db, tenants, no_auth=settings.no_auth, ready=lambda: not bus.closed)
-    api_app.mount("/metrics", make_asgi_app())
+    api_app = create_app(
+        db,
+        tenants,
+        no_auth=settings.no_auth,
+        ready=lambda: not bus.closed,
+        prices=GenaiUnitPrices(),
+        alert_allowed_urls=allowed_urls(settings),
+    )
+    api_app.state.metrics_config = settings.metrics_config()  # /metrics and PromQL
     api = http_server(api_app, settings.host, settings.api_port)
     otlp_http = http_server(
         create_otlp_http_app(service, settings.max_request_bytes),
@@ -136,6 +146,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("flushed", extra={"stored_spans": writer.stored_spans})
     windows_stop.set()
     await windows_task
+    await alerts.stop()
     api.should_exit = True
     await asyncio.gather(api_task, return_exceptions=True)
     failed.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from prometheus_client import make_asgi_app, start_http_server
+from prometheus_client import start_http_server
 
 from api.app import create_app
 from ingest.grpc import create_otlp_grpc_server
@@ -19,6 +19,7 @@ from ingest.ports import Authenticator
 from ingest.remote_auth import RemoteAuthenticator
 from ingest.service import IngestService
 from llmtel import logs
+from llmtel.notify import allowed_urls, run_kafka_notifier
 from llmtel.serving import announce_keys, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
@@ -26,6 +27,7 @@ from schema.migrate import migrate
 from schema.tenants import TenantStore
 from streams.pricing import Pricer
 from streams.sink import KafkaSink
+from streams.unit_prices import GenaiUnitPrices
 
 log = logging.getLogger("llmtel")
 
@@ -90,8 +92,11 @@ async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None
     tenants = TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     announce_keys(tenants.bootstrap(admin_key))
-    app = create_app(db, tenants, no_auth=settings.no_auth)
-    app.mount("/metrics", make_asgi_app())
+    app = create_app(
+        db, tenants, no_auth=settings.no_auth, prices=GenaiUnitPrices(),
+        alert_allowed_urls=allowed_urls(settings),
+    )  # fmt: skip
+    app.state.metrics_config = settings.metrics_config()  # /metrics and PromQL
     server = http_server(app, settings.host, settings.api_port)
     task = asyncio.create_task(server.serve(), name="llmtel-api")
     await stop.wait()
@@ -101,9 +106,12 @@ async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None
         db.close()
 
 
-async def serve_sink(settings: Settings, stop: asyncio.Event, *, with_api: bool = False) -> None:
+async def serve_sink(
+    settings: Settings, stop: asyncio.Event, *, with_api: bool = False, with_notify: bool = False
+) -> None:
     """Kafka -> ClickHouse. `with_api` also serves the API from this process, which is how
-    the embedded engine (one process per data directory) runs distributed."""
+    the embedded engine (one process per data directory) runs distributed; `with_notify`
+    runs the alert notifier here for the same reason."""
     if settings.embedded_engine:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database.connect(settings.clickhouse_url, settings.clickhouse_database)
@@ -123,6 +131,17 @@ async def serve_sink(settings: Settings, stop: asyncio.Event, *, with_api: bool 
         if with_api
         else None
     )
+    notify_stop = asyncio.Event()
+    notify_task = (
+        asyncio.create_task(
+            run_kafka_notifier(
+                settings, db, TenantStore(db, cache_ttl_s=settings.key_cache_ttl_s), notify_stop
+            ),
+            name="llmtel-notify",
+        )
+        if with_notify
+        else None
+    )
     if not with_api:
         start_http_server(settings.metrics_port, addr=settings.host)
     log.info("llmtel sink is up", extra={"kafka": settings.kafka_bootstrap, "api": with_api})
@@ -130,13 +149,19 @@ async def serve_sink(settings: Settings, stop: asyncio.Event, *, with_api: bool 
         await sink.run(stop)
     finally:
         api_stop.set()
+        notify_stop.set()
+        if notify_task is not None:
+            await asyncio.gather(notify_task, return_exceptions=True)
         if api_task is not None:
             await api_task
         db.close()
 
 
-def run_sink(settings: Settings, with_api: bool = False) -> int:
-    return run_until_signal(settings, lambda stop: serve_sink(settings, stop, with_api=with_api))
+def run_sink(settings: Settings, with_api: bool = False, with_notify: bool = False) -> int:
+    return run_until_signal(
+        settings,
+        lambda stop: serve_sink(settings, stop, with_api=with_api, with_notify=with_notify),
+    )
 
 
 def run_ingest(settings: Settings) -> int:

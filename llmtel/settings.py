@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.promql.config import MetricsConfig
 from streams.windows import WindowConfig
 
 
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
         description="llmtel API that `llmtel ingest` asks to check keys; empty: read ClickHouse.",
     )
     metrics_port: int = Field(9464, description="/metrics port of ingest, streams and sink.")
+    metrics_top_models: int = Field(
+        10, ge=1, description="Models per tenant with their own LLM series; the rest: 'other'."
+    )
+    promql_sample_interval_s: float = Field(
+        15.0, gt=0, le=60, description="PromQL's virtual scrape interval (= Prometheus')."
+    )
     kafka_consumer_group: str = Field("llmtel-sink", description="Sink consumer group.")
 
     # windows and anomalies (both modes)
@@ -65,6 +72,25 @@ class Settings(BaseSettings):
     anomaly_factor: float = Field(3.0, gt=1, description="Anomaly when value > factor x avg.")
     anomaly_min_history: int = Field(5, ge=1, description="Windows of history before alerting.")
 
+    # alert notifications (both modes)
+    alert_allowed_urls: str = Field(
+        "",
+        description="Comma-separated URL prefixes alerts may use without https "
+        "(e.g. http://127.0.0.1); everything else must be https.",
+    )
+    alert_max_attempts: int = Field(5, ge=1, description="Delivery attempts before giving up.")
+    alert_retry_initial_s: float = Field(1.0, ge=0, description="First retry backoff.")
+    alert_retry_max_s: float = Field(60.0, ge=0, description="Longest backoff / Retry-After.")
+    alert_timeout_s: float = Field(5.0, gt=0, description="Timeout of one delivery attempt.")
+    alert_max_age_s: float = Field(
+        900.0, gt=0, description="Windows that ended longer ago than this notify nobody."
+    )
+    alert_workers: int = Field(4, ge=1, description="Concurrent deliveries.")
+    alert_link_url: str = Field(
+        "", description="API base URL used in alert links; default http://localhost:<api_port>."
+    )
+    notify_consumer_group: str = Field("llmtel-notify", description="Notifier consumer group.")
+
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
@@ -73,6 +99,9 @@ class Settings(BaseSettings):
         if not self.clickhouse_url:
             self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
         return self
+
+    def metrics_config(self) -> MetricsConfig:
+        return MetricsConfig(self.metrics_top_models, self.promql_sample_interval_s)
 
     def window_config(self) -> WindowConfig:
         return WindowConfig(

@@ -23,10 +23,11 @@ RECORD_VERSION = 1
 
 
 class Scope(StrEnum):
-    """What a window aggregates: a whole tenant, or one model of a tenant."""
+    """What a window aggregates: a whole tenant, one model or one service of a tenant."""
 
     TENANT = "tenant"
     MODEL = "model"
+    SERVICE = "service"
 
 
 class Metric(StrEnum):

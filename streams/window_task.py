@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 StoreWindows = Callable[[Sequence[WindowRecord]], None]
 StoreAnomalies = Callable[[Sequence[AnomalyRecord]], None]
+OnClosed = Callable[[list[WindowRecord], list[AnomalyRecord]], None]
 
 
 class WindowTask:
@@ -56,6 +57,8 @@ class WindowTask:
         # closed but not yet persisted: kept across a failing store, retried next tick
         self._pending_windows: list[WindowRecord] = []
         self._pending_anomalies: list[AnomalyRecord] = []
+        # called with what each tick persisted (the alert notifier); must not block
+        self.on_closed: OnClosed | None = None
 
     def _load(self) -> tuple[WindowAggregator, AnomalyDetector]:
         if self._state_file and self._state_file.exists():
@@ -101,6 +104,11 @@ class WindowTask:
             self._store_anomalies(found)
             self._pending_anomalies = []
         report(len(closed), anomalies)
+        if self.on_closed is not None and (windows or found):
+            try:
+                self.on_closed(windows, found)
+            except Exception:
+                log.exception("handing closed windows to the notifier failed")
         return anomalies
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -9,9 +9,10 @@ Semantics
 - Only LLM spans (`IsLlm`) count. Event time is the span's end, `Timestamp + Duration` (ns).
 - Windows are aligned to the epoch: `[k*w, (k+1)*w)`, start inclusive, end exclusive. A span
   ending exactly on a boundary belongs to the window that starts there.
-- Each LLM span counts twice: in its tenant's window (scope `tenant`, key "") and in its
+- Each LLM span counts three times: in its tenant's window (scope `tenant`, key ""), in its
   tenant x model window (scope `model`, key = `LlmResponseModel` or else `LlmRequestModel`;
-  "" when a span names neither, as in the per-minute rollup).
+  "" when a span names neither, as in the per-minute rollup) and in its tenant x service
+  window (scope `service`, key = `ServiceName`).
 - The watermark is a processing-time clock: the largest `now_ns` passed to `advance`. Span
   times never move it, so a client whose clock runs ahead cannot close other tenants'
   windows, and windows close when there is no traffic at all. A window closes once
@@ -284,6 +285,7 @@ INPUT_COLUMNS: tuple[str, ...] = (
     "LlmInputTokens",
     "LlmOutputTokens",
     "LlmCostUsd",
+    "ServiceName",
 )
 (
     _IS_LLM,
@@ -296,12 +298,13 @@ INPUT_COLUMNS: tuple[str, ...] = (
     _INPUT_TOKENS,
     _OUTPUT_TOKENS,
     _COST,
+    _SERVICE,
 ) = _INPUT_INDEXES = tuple(COLUMN_INDEX[name] for name in INPUT_COLUMNS)
 
 
 @dataclass(slots=True)
 class WindowPartial:
-    """The LLM spans of one batch for one tenant, window and model, summed.
+    """The LLM spans of one batch for one tenant, window, model and service, summed.
 
     Mergeable into an open window (`WindowAggregator.add_partials`): a worker process sends
     these instead of rows, so the process keeping the windows does per-group, not per-span,
@@ -311,6 +314,7 @@ class WindowPartial:
     tenant: str
     start: int  # window start, ns
     model: str  # response model, else request model, else ""
+    service: str
     requests: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -322,9 +326,9 @@ class WindowPartial:
 
 
 def partial_windows(batch: SpanBatch, window_ns: int) -> list[WindowPartial]:
-    """The batch's LLM spans grouped by (tenant, window, model) and summed."""
+    """The batch's LLM spans grouped by (tenant, window, model, service) and summed."""
     columns = batch.columns
-    groups: dict[tuple[str, int, str], WindowPartial] = {}
+    groups: dict[tuple[str, int, str, str], WindowPartial] = {}
     for (
         is_llm,
         started,
@@ -336,15 +340,18 @@ def partial_windows(batch: SpanBatch, window_ns: int) -> list[WindowPartial]:
         input_tokens,
         output_tokens,
         cost,
+        service,
     ) in zip(*(columns[index] for index in _INPUT_INDEXES), strict=True):
         if not is_llm:
             continue
         ended = started + duration
         start = ended - ended % window_ns
         model = response_model or request_model or ""
-        group = groups.get((tenant_id, start, model))
+        group = groups.get((tenant_id, start, model, service))
         if group is None:
-            group = groups[tenant_id, start, model] = WindowPartial(tenant_id, start, model)
+            group = groups[tenant_id, start, model, service] = WindowPartial(
+                tenant_id, start, model, service
+            )
         group.requests += 1
         if status == "Error":
             group.errors += 1
@@ -365,7 +372,7 @@ def partial_windows(batch: SpanBatch, window_ns: int) -> list[WindowPartial]:
     return list(groups.values())
 
 
-_SCOPE_ORDER = {Scope.TENANT: 0, Scope.MODEL: 1}
+_SCOPE_ORDER = {Scope.TENANT: 0, Scope.MODEL: 1, Scope.SERVICE: 2}
 
 
 def _record_order(record: WindowRecord) -> tuple[int, str, int, str]:
@@ -415,7 +422,11 @@ class WindowAggregator:
             windows = tenant.open.get(start)
             if windows is None:
                 windows = tenant.open[start] = {}
-            for key in (_TENANT_KEY, (Scope.MODEL, partial.model)):
+            for key in (
+                _TENANT_KEY,
+                (Scope.MODEL, partial.model),
+                (Scope.SERVICE, partial.service),
+            ):
                 window = windows.get(key)
                 if window is None:
                     window = windows[key] = _Window()

@@ -176,8 +176,8 @@ def window_series(
     limit: int,
 ) -> WindowSeries:
     """Closed windows of `scope` starting in [start_ns, end_ns) for `tenant` (None: all)."""
-    if key is not None and scope is not Scope.MODEL:
-        raise InvalidParameter("key names a model: use it with scope=model")
+    if key is not None and scope is Scope.TENANT:
+        raise InvalidParameter("key names a model or a service: use it with scope=model|service")
     where, params = _range_filter(tenant, start_ns, end_ns)
     where.append("Scope = {scope:String}")
     params["scope"] = scope.value

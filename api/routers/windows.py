@@ -28,8 +28,12 @@ def read_windows(
     metric: Annotated[
         Metric | None, Query(description="Also give this metric of each window as `value`.")
     ] = None,
-    scope: Annotated[Scope, Query(description="Whole tenant, or per model.")] = Scope.TENANT,
-    key: Annotated[str | None, Query(description="Only this model (scope=model).")] = None,
+    scope: Annotated[
+        Scope, Query(description="Whole tenant, per model or per service.")
+    ] = Scope.TENANT,
+    key: Annotated[
+        str | None, Query(description="Only this model or service (scope=model|service).")
+    ] = None,
     start: Annotated[str | None, Query(description=f"Default: end - 24 h. {TIME_HELP}")] = None,
     end: Annotated[str | None, Query(description=f"Exclusive; default: now. {TIME_HELP}")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most windows returned.")] = 10_000,

@@ -59,7 +59,11 @@ async def test_create_list_and_configure_tenants(client: httpx.AsyncClient, keys
     assert {"tenant", "created_at", "settings"} <= set(listed[0])
 
     settings = await client.get("/api/v1/tenants/initech/settings", headers=admin)
-    assert settings.json() == {"privacy": "hashed", "price_overrides": {}}
+    assert settings.json() == {
+        "privacy": "hashed",
+        "price_overrides": {},
+        "monthly_budget_usd": None,
+    }
     new = {
         "privacy": "full",
         "price_overrides": {"house": {"input_mtok": "1.5", "output_mtok": "6"}},

@@ -308,6 +308,7 @@ async def test_a_cost_spike_is_one_anomaly_published_within_seconds(
     found = sorted((a.tenant, a.scope.value, a.key, a.metric.value) for _, a in received.anomalies)
     assert found == [
         ("acme", Scope.MODEL.value, "gpt-4o-mini", Metric.COST_USD.value),
+        ("acme", Scope.SERVICE.value, "chat-app", Metric.COST_USD.value),
         ("acme", Scope.TENANT.value, "", Metric.COST_USD.value),
     ]
     for arrived, anomaly in received.anomalies:

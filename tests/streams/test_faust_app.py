@@ -203,10 +203,11 @@ async def test_a_cost_spike_is_published_as_an_anomaly_keyed_by_tenant(harness: 
     assert {(a.tenant, a.scope, a.metric) for a in anomalies} == {
         ("acme", Scope.TENANT, Metric.COST_USD),
         ("acme", Scope.MODEL, Metric.COST_USD),
+        ("acme", Scope.SERVICE, Metric.COST_USD),
     }
     assert all(a.window_start_ns == T0 + 5 * S for a in anomalies)
     assert {m["key"] for m in harness.captured.sent[ANOMALIES_TOPIC]} == {b"acme"}
-    assert metrics.ANOMALIES_EMITTED._value.get() == anomalies_before + 2
+    assert metrics.ANOMALIES_EMITTED._value.get() == anomalies_before + 3
     assert metrics.WINDOWS_EMITTED._value.get() == windows_before + len(harness.captured.windows())
 
 

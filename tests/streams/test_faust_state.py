@@ -6,6 +6,7 @@ recomputation of the windows) are shared with the faust agent and real-Kafka tes
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class SpanSpec:
     output_tokens: int = 20
     cost: str | None = None  # explicit cost attribute (gen_ai.usage.cost), USD
     error: bool = False
+    service: str = "chat-app"
 
 
 def _kv(key: str, value: str | int | float) -> KeyValue:
@@ -73,13 +75,17 @@ def _kv(key: str, value: str | int | float) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-def otlp_request(specs: Sequence[SpanSpec], service: str = "chat-app") -> ExportTraceServiceRequest:
+def otlp_request(specs: Sequence[SpanSpec]) -> ExportTraceServiceRequest:
+    """One resource (service) per distinct `spec.service`."""
     request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.attributes.append(_kv("service.name", service))
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "test"
+    scopes: dict[str, Any] = {}
     for spec in specs:
+        if spec.service not in scopes:
+            resource_spans = request.resource_spans.add()
+            resource_spans.resource.attributes.append(_kv("service.name", spec.service))
+            scopes[spec.service] = resource_spans.scope_spans.add()
+            scopes[spec.service].scope.name = "test"
+        scope_spans = scopes[spec.service]
         span = Span(
             trace_id=os.urandom(16),
             span_id=os.urandom(8),
@@ -117,13 +123,18 @@ def otlp_record(tenant: str, received_at_ns: int, specs: Sequence[SpanSpec]) -> 
 def expected_windows(
     produced: Iterable[tuple[str, SpanSpec]], window_ns: int
 ) -> dict[tuple[str, Scope, str, int], dict[str, Any]]:
-    """Tenant and model windows recomputed from the spans, independently of streams.windows.
+    """Tenant, model and service windows recomputed from the spans, independently of
+    streams.windows.
 
     Only for spans with an explicit cost (the test knows the price)."""
     groups: dict[tuple[str, Scope, str, int], list[SpanSpec]] = {}
     for tenant, spec in produced:
         start = spec.end_ns - spec.end_ns % window_ns
-        for scope, key in ((Scope.TENANT, ""), (Scope.MODEL, spec.model)):
+        for scope, key in (
+            (Scope.TENANT, ""),
+            (Scope.MODEL, spec.model),
+            (Scope.SERVICE, spec.service),
+        ):
             groups.setdefault((tenant, scope, key, start), []).append(spec)
     expected = {}
     for group, specs in groups.items():
@@ -184,6 +195,7 @@ def traffic(
     for k in range(windows):
         for tenant in tenants:
             specs = spans_in_window(k, 4)
+            specs[1:3] = [dataclasses.replace(spec, service="batch-job") for spec in specs[1:3]]
             out.append((tenant, specs[-1].end_ns + 100 * MS, specs))
     return out
 
@@ -353,8 +365,9 @@ def test_a_five_fold_cost_spike_is_one_anomaly_per_scope() -> None:
     assert found == {
         ("acme", Scope.TENANT, "", Metric.COST_USD),
         ("acme", Scope.MODEL, "gpt-4o-mini", Metric.COST_USD),
+        ("acme", Scope.SERVICE, "chat-app", Metric.COST_USD),
     }
-    assert len(step.anomalies) == 2
+    assert len(step.anomalies) == 3
 
 
 def test_windows_cost_matches_what_the_sink_stores() -> None:

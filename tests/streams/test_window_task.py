@@ -79,9 +79,10 @@ def test_a_5x_cost_spike_is_one_anomaly_for_that_tenant_only(db: Database) -> No
     )
     assert [(r[0], r[1], r[2]) for r in found] == [
         ("spiky", "cost_usd", "model"),
+        ("spiky", "cost_usd", "service"),
         ("spiky", "cost_usd", "tenant"),
     ]
-    assert found[1][3] == Decimal("5") and found[1][4] == Decimal("1")
+    assert found[2][3] == Decimal("5") and found[2][4] == Decimal("1")
     stored = db.query(
         "SELECT sum(CostUsd), sum(Requests) FROM {db}.tenant_windows FINAL"
         " WHERE TenantId = 'steady' AND Scope = 'tenant'"

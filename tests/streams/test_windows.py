@@ -77,6 +77,7 @@ def span(
     error: bool = False,
     llm: bool = True,
     request_model: str | None = None,
+    service: str = "svc",
 ) -> dict[str, Any]:
     """An LLM span ending at `end_ns` (model is the response model unless request_model)."""
     return {
@@ -90,6 +91,7 @@ def span(
         "LlmOutputTokens": output_tokens,
         "LlmCostUsd": None if cost is None else Decimal(cost),
         "StatusCode": "Error" if error else "Ok",
+        "ServiceName": service,
     }
 
 
@@ -136,6 +138,7 @@ def test_a_window_closes_when_the_watermark_reaches_its_end_plus_lateness() -> N
     assert [(r.scope, r.key, r.window_end_ns) for r in closed] == [
         (Scope.TENANT, "", S),
         (Scope.MODEL, "m1", S),
+        (Scope.SERVICE, "svc", S),
     ]
 
 
@@ -171,7 +174,7 @@ def test_the_watermark_is_the_driver_clock_and_never_moves_back() -> None:
     assert agg.watermark_ns == 2 * S
     assert agg.add(batch(span(S + 1))) == AddResult(counted=0, late=1)
     closed = agg.advance(101 * S)
-    assert [r.window_start_ns for r in closed] == [100 * S, 100 * S]
+    assert [r.window_start_ns for r in closed] == [100 * S] * 3  # tenant, model, service
 
 
 def test_idle_keys_emit_zero_windows_until_their_history_is_all_zeros() -> None:
@@ -226,19 +229,30 @@ def test_window_metrics_are_exact() -> None:
 
 def test_tenants_are_kept_apart_and_records_are_ordered() -> None:
     agg = WindowAggregator(CONFIG)
-    agg.add(batch(span(S + 1, tenant="b"), span(1, tenant="b", model="z"), span(2, tenant="a")))
+    agg.add(
+        batch(
+            span(S + 1, tenant="b"),
+            span(1, tenant="b", model="z", service="api"),
+            span(2, tenant="a"),
+        )
+    )
     closed = agg.advance(2 * S + S // 2)
     order = [(r.window_start_ns // S, r.tenant, r.scope.value, r.key) for r in closed]
     assert order == [
         (0, "a", "tenant", ""),
         (0, "a", "model", "m1"),
+        (0, "a", "service", "svc"),
         (0, "b", "tenant", ""),
         (0, "b", "model", "z"),
+        (0, "b", "service", "api"),
         (1, "a", "tenant", ""),
         (1, "a", "model", "m1"),
+        (1, "a", "service", "svc"),
         (1, "b", "tenant", ""),
         (1, "b", "model", "m1"),
         (1, "b", "model", "z"),
+        (1, "b", "service", "api"),
+        (1, "b", "service", "svc"),
     ]
 
 
@@ -347,6 +361,7 @@ def test_a_five_fold_cost_spike_of_one_tenant_is_one_anomaly_per_scope() -> None
     assert [(a.tenant, a.scope, a.key, a.metric) for a in anomalies] == [
         ("a", Scope.TENANT, "", Metric.COST_USD),
         ("a", Scope.MODEL, "m1", Metric.COST_USD),
+        ("a", Scope.SERVICE, "svc", Metric.COST_USD),
     ]
     spike = anomalies[0]
     assert (spike.window_start_ns, spike.window_end_ns) == (9 * S, 10 * S)
@@ -362,12 +377,13 @@ def test_empty_windows_count_as_zeros_in_the_average() -> None:
     steps += [("add", steady("a", 10, spans=25, per_span_cost="0")), ("advance", 11 * S)]
     output = run_pipeline(steps, config)
     closed = [w for item in output if isinstance(item, tuple) for w in item[0]]
-    assert sum(1 for w in closed if w.requests == 0) == 10  # 5 windows x 2 scopes
+    assert sum(1 for w in closed if w.requests == 0) == 15  # 5 windows x 3 scopes
     # 25 requests against [10]*5 + [0]*5: average 5, so 25 > 15. Without the zeros, 25 < 30.
     anomalies = anomalies_of(output)
     assert [(a.scope, a.metric, a.value, a.average, a.history) for a in anomalies] == [
         (Scope.TENANT, Metric.REQUESTS, Decimal(25), Decimal(5), 10),
         (Scope.MODEL, Metric.REQUESTS, Decimal(25), Decimal(5), 10),
+        (Scope.SERVICE, Metric.REQUESTS, Decimal(25), Decimal(5), 10),
     ]
 
 

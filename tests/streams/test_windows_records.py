@@ -89,7 +89,7 @@ def mutated(record: WindowRecord | AnomalyRecord, **changes: object) -> bytes:
         ({"cost_usd": 0.5}, "'cost_usd' must be a string"),
         ({"cost_usd": "cheap"}, "'cost_usd' must be a decimal"),
         ({"cost_usd": "NaN"}, "finite"),
-        ({"scope": "service"}, "unknown scope"),
+        ({"scope": "region"}, "unknown scope"),
         ({"tenant": None}, "'tenant' must be a string"),
     ],
 )
