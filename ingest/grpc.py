@@ -92,6 +92,7 @@ class _TraceService:
         metadata = cast("Metadata | None", context.invocation_metadata())
         try:
             principal = await self._service.authenticate(api_key_from(metadata))
+            self._service.check_capacity()
             metrics.observe_bytes("grpc", len(data))  # already inflated by grpc
             request = parse(data, Encoding.PROTOBUF)
             result = await self._service.accept(request, principal, data)

@@ -74,6 +74,7 @@ class _TracesReceiver:
         try:
             encoding = encoding_for(request.headers.get("content-type"))
             principal = await self._service.authenticate(api_key_from(request.headers))
+            self._service.check_capacity()
             body = await self._read_body(request)
             data = inflate(body, request.headers.get("content-encoding"), self._max_bytes)
             metrics.observe_bytes("http", len(data))

@@ -269,6 +269,12 @@ class KafkaHandoff:
 
     # -- the hand-off ----------------------------------------------------------------------
 
+    def full(self) -> float | None:
+        """Retry-after while unacknowledged messages fill `max_pending_bytes`."""
+        if self._pending_bytes >= self._max_pending_bytes:
+            return self._retry_after_s
+        return None
+
     async def submit(self, message: OtlpMessage) -> None:
         """Produce `message`; return once the broker acknowledged it (see module doc)."""
         if self._closed:

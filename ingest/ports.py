@@ -13,6 +13,14 @@ class Handoff(Protocol):
         """Accept the message or raise `BusFull` / `HandoffUnavailable`; return means handed on."""
         ...
 
+    def full(self) -> float | None:
+        """Seconds to wait when nothing can be taken now, else None.
+
+        A cheap check made before a request is decoded, so that at capacity the receivers
+        answer 503 without paying for decoding and validating what they will refuse.
+        """
+        ...
+
 
 class Authenticator(Protocol):
     async def authenticate(self, api_key: str) -> Principal | None:

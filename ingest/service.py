@@ -72,6 +72,13 @@ class IngestService:
             )
         return principal
 
+    def check_capacity(self) -> None:
+        """Raise `AtCapacity` when the hand-off can take nothing now: receivers call this
+        before decoding, so shedding load at capacity costs next to nothing."""
+        retry_after_s = self._handoff.full()
+        if retry_after_s is not None:
+            raise AtCapacity(retry_after_s)
+
     async def accept(
         self,
         request: ExportTraceServiceRequest,

@@ -23,6 +23,7 @@ class InProcessBus:
         self._in_flight_spans = 0  # queued + taken but not yet released
         self._ready = asyncio.Event()
         self._closed = False
+        self._refusing = False  # a submit was refused and no capacity came back since
 
     @property
     def in_flight_spans(self) -> int:
@@ -43,6 +44,7 @@ class InProcessBus:
         # otherwise it could never be accepted at all.
         if self._in_flight_spans and self._in_flight_spans + message.span_count > self._capacity:
             metrics.BUS_REFUSALS.inc()
+            self._refusing = True
             raise BusFull(self._retry_after_s)
         self._queue.append(message)
         self._queued_spans += message.span_count
@@ -80,9 +82,20 @@ class InProcessBus:
         self._queued_spans -= spans
         return taken
 
+    def full(self) -> float | None:
+        """Retry-after while the bus is full, or has refused a request since capacity last
+        came back (the next one would most likely be refused too, after being decoded)."""
+        if self._closed:
+            return None  # let submit say why: shutting down is not "full"
+        if self._refusing or self._in_flight_spans >= self._capacity:
+            return self._retry_after_s
+        return None
+
     def release(self, spans: int) -> None:
         """Give back capacity for spans that are now stored (or dead-lettered)."""
         self._in_flight_spans -= spans
+        if spans:
+            self._refusing = False
         metrics.BUS_SPANS.set(self._in_flight_spans)
 
     def close(self) -> None:

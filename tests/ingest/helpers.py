@@ -34,6 +34,10 @@ class RecordingHandoff:
         self.full_after: int | None = None  # accept this many submits, then raise BusFull
         self.retry_after_s = 7.0
         self.unavailable = False
+        self.reports_full = False  # `full()` says so: refused before decoding
+
+    def full(self) -> float | None:
+        return self.retry_after_s if self.reports_full else None
 
     async def submit(self, message: OtlpMessage) -> None:
         self.attempts += 1

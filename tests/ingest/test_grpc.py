@@ -130,6 +130,17 @@ async def test_x_api_key_metadata_is_accepted(
     assert handoff.spans_by_tenant() == {"acme": 2}
 
 
+async def test_a_full_handoff_refuses_before_decoding(
+    service: IngestService, handoff: RecordingHandoff
+) -> None:
+    handoff.reports_full = True
+    async with serve(service) as endpoint:
+        error = await refusal(endpoint, request_of(make_spans(2)))
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert "at capacity" in (error.details() or "")
+    assert handoff.attempts == 0
+
+
 async def test_at_capacity_is_unavailable_with_retry_info(
     service: IngestService, handoff: RecordingHandoff
 ) -> None:

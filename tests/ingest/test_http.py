@@ -314,6 +314,22 @@ async def test_at_capacity_is_503_with_retry_after_and_retry_info(
     assert (info.retry_delay.seconds, info.retry_delay.nanos) == (1, 500_000_000)
 
 
+async def test_a_full_handoff_refuses_before_decoding_but_after_auth(
+    service: IngestService, handoff: RecordingHandoff
+) -> None:
+    handoff.reports_full = True
+    async with client(service) as c:
+        refused = await c.post(URL, content=b"not protobuf at all", headers=PB | AUTH)
+        unknown = await c.post(URL, content=b"x", headers=PB | {"authorization": "Bearer nope"})
+        handoff.reports_full = False
+        garbage = await c.post(URL, content=b"not protobuf at all", headers=PB | AUTH)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
+    assert "at capacity" in status_of(refused).message
+    assert handoff.attempts == 0  # refused without decoding or submitting
+    assert unknown.status_code == 401  # who is asking is still checked first
+    assert garbage.status_code == 400  # with room again, the body is decoded (and refused)
+
+
 async def test_handoff_unavailable_is_503(
     service: IngestService, handoff: RecordingHandoff
 ) -> None:

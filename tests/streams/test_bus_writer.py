@@ -67,6 +67,21 @@ async def test_bus_refuses_when_full_and_accepts_after_release() -> None:
     assert bus.in_flight_spans == 5
 
 
+async def test_a_bus_that_refused_reports_full_until_capacity_comes_back() -> None:
+    bus = InProcessBus(capacity_spans=10, retry_after_s=3)
+    await bus.submit(message(6))
+    assert bus.full() is None  # room left: requests are decoded and tried
+    with pytest.raises(BusFull):
+        await bus.submit(message(5))
+    assert bus.full() == 3  # the next one would most likely be refused too
+    bus.release(6)
+    assert bus.full() is None
+    await bus.submit(message(10))
+    assert bus.full() == 3  # exactly full
+    bus.close()
+    assert bus.full() is None  # closing is reported by submit, as unavailable
+
+
 async def test_oversized_request_is_accepted_into_an_empty_bus() -> None:
     bus = InProcessBus(capacity_spans=10)
     await bus.submit(message(50))
