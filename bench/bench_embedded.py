@@ -4,7 +4,8 @@ Starts `llmtel up` on free ports with a fresh data directory, then, from this se
 process, drives it with pre-encoded OTLP/HTTP protobuf requests of 512 typical spans:
 
 1. saturation: N concurrent senders for D seconds (503 -> retry after a short pause);
-   sustained rate = acknowledged spans / time until all of them are stored;
+   sustained rate = acknowledged spans / time until all of them are stored, and the steady
+   stored rate over the last two thirds of D; server CPU per span (from /proc);
 2. latency: open-loop load at 70% of that rate; p50/p99 acknowledgement latency;
 3. freshness (during 2): a marker span's time from acknowledgement to being queryable;
 4. peak RSS of the server process.
@@ -74,6 +75,16 @@ async def saturate(
     started = time.perf_counter()
     await asyncio.gather(*(sender(k, c) for k, c in enumerate(connections)))
     return acked, refused, started
+
+
+async def stored_rate(api: httpx.AsyncClient, seconds: float, warmup: float) -> float:
+    """Spans stored per second while saturated, from `warmup` s in to the end: the steady
+    rate, unlike `acked / time to store all`, which the bus's backlog at the end drags."""
+    await asyncio.sleep(warmup)
+    t0, n0 = time.perf_counter(), await stored_requests(api)
+    await asyncio.sleep(seconds - warmup)
+    t1, n1 = time.perf_counter(), await stored_requests(api)
+    return (n1 - n0) / (t1 - t0)
 
 
 async def paced(
@@ -186,7 +197,10 @@ async def main(args: argparse.Namespace) -> None:
             ]
             cpu_before = tree_cpu_seconds(pid)
             client_before = time.process_time()
-            acked, refused, started = await saturate(connections, requests, args.seconds)
+            (acked, refused, started), steady = await asyncio.gather(
+                saturate(connections, requests, args.seconds),
+                stored_rate(api, args.seconds, args.seconds / 3),
+            )
             ack_done = time.perf_counter()
             for connection in connections:
                 await connection.close()
@@ -201,6 +215,10 @@ async def main(args: argparse.Namespace) -> None:
                 f"({acked / (ack_done - started):,.0f} spans/s acked), all stored after "
                 f"{stored_at - started:.1f}s -> sustained {sustained:,.0f} spans/s end to end; "
                 f"{refused} requests refused with 503 (backpressure)"
+            )
+            print(
+                f"steady stored rate while saturated (from {args.seconds / 3:.0f} s to "
+                f"{args.seconds:.0f} s): {steady:,.0f} spans/s"
             )
             main_cpu = cpu_after.get(pid, 0.0) - cpu_before.get(pid, 0.0)
             workers_cpu = sum(

@@ -15,6 +15,7 @@ request that kills a worker on its own is reported as failed (for the dead-lette
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import signal
@@ -40,6 +41,9 @@ def _start_worker(column_types: tuple[str, ...], window_ns: int) -> None:
     # decides when workers stop (it drains first, then shuts the pool down).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # as in the main process: many short-lived objects per span, few cycles among them
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     _worker_pricer = Pricer()
     _worker_types = column_types
     _worker_window_ns = window_ns
