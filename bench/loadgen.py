@@ -13,14 +13,18 @@ import asyncio
 class OtlpConnection:
     """One keep-alive connection to an OTLP/HTTP receiver."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._host = host
+        self._port = port
         self._reader = reader
         self._writer = writer
 
     @classmethod
     async def open(cls, host: str, port: int) -> OtlpConnection:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        return cls(host, port, reader, writer)
 
     async def post(self, request: bytes) -> int:
         """Send a request made by `encode_post`; return the response's status code."""
@@ -29,12 +33,19 @@ class OtlpConnection:
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = 0
+        close = False
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
         if length:
             await self._reader.readexactly(length)
+        if close:  # the server will not read another request on this connection
+            await self.close()
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         return status
 
     async def close(self) -> None:

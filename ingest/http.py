@@ -74,8 +74,9 @@ class _TracesReceiver:
         try:
             encoding = encoding_for(request.headers.get("content-type"))
             principal = await self._service.authenticate(api_key_from(request.headers))
-            self._service.check_capacity()
+            # read before refusing: an unread body makes the server close the connection
             body = await self._read_body(request)
+            self._service.check_capacity()
             data = inflate(body, request.headers.get("content-encoding"), self._max_bytes)
             metrics.observe_bytes("http", len(data))
             if encoding is Encoding.JSON:
