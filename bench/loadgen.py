@@ -8,6 +8,10 @@ read by its Content-Length. It speaks only what an OTLP/HTTP exporter needs (POS
 from __future__ import annotations
 
 import asyncio
+import time
+
+# uvicorn closes keep-alive connections idle for 5 s; reopen before that
+IDLE_REOPEN_S = 3.0
 
 
 class OtlpConnection:
@@ -20,6 +24,7 @@ class OtlpConnection:
         self._port = port
         self._reader = reader
         self._writer = writer
+        self._last_used = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> OtlpConnection:
@@ -28,6 +33,9 @@ class OtlpConnection:
 
     async def post(self, request: bytes) -> int:
         """Send a request made by `encode_post`; return the response's status code."""
+        if time.monotonic() - self._last_used > IDLE_REOPEN_S:  # the server may have closed it
+            await self.close()
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         self._writer.write(request)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -46,6 +54,7 @@ class OtlpConnection:
         if close:  # the server will not read another request on this connection
             await self.close()
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        self._last_used = time.monotonic()
         return status
 
     async def close(self) -> None:
