@@ -18,8 +18,10 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +30,8 @@ from streams.prepare import Job, PreparedBlock, prepare_block
 from streams.pricing import Pricer
 
 log = logging.getLogger(__name__)
+
+PARENT_CHECK_S = 0.5
 
 # per worker process, set by `_start_worker`
 _worker_pricer: Pricer | None = None
@@ -47,6 +51,16 @@ def _start_worker(column_types: tuple[str, ...], window_ns: int) -> None:
     _worker_pricer = Pricer()
     _worker_types = column_types
     _worker_window_ns = window_ns
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the parent is gone: a parent killed with SIGKILL cannot shut
+    the pool down, and an orphaned worker would otherwise wait for work forever."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _prepare_in_worker(jobs: list[Job]) -> PreparedBlock:

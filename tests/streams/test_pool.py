@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +99,41 @@ def test_merge_concatenates_blocks_and_shifts_failure_indexes() -> None:
     assert merged.rows == first.rows + second.rows
     assert merged.windows == first.windows + second.windows
     assert merged.failures == [(2, "boom")]
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL cannot shut its pool down: the workers notice and exit."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from streams.pool import PreparePool\n"
+        "from tests.schema.test_native import SPAN_TYPES\n"
+        "if __name__ == '__main__':  # spawned workers import this module again\n"
+        "    pool = PreparePool(1, SPAN_TYPES, 60_000_000_000)\n"
+        "    pool.warm_up()\n"
+        "    print(*pool._executor._processes, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert parent.stdout is not None
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers and all(alive(pid) for pid in workers)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited, only not been reaped
+        return stat.read().rpartition(")")[2].split()[0] != "Z"
