@@ -5,6 +5,10 @@ value of a series at time t is the sum of the increments of every minute that en
 before t (`Minute + 60 <= t`): a minute is published once it is complete. `/metrics`
 (at scrape time) and PromQL (at any time) both use exactly this definition.
 
+Every series can be read at three grains: the minute tables, and their hourly and daily
+copies (migration 0010, same label columns), so that a query reads minutes only where its
+steps need them and everything before from a few coarse rows (`Tier`, `tiered_source`).
+
 Cardinality: per tenant the `top_models` models with the most requests of all time keep
 their name; the rest are folded into `model="other"` (a span without a model is
 `model="unknown"`), the same folding in `/metrics` and PromQL.
@@ -42,13 +46,18 @@ class Metric:
     """One series name, its labels, and the SQL of its per-minute increments.
 
     `sql` selects the label columns (named as the labels), `Minute` and `v` (Float64);
-    `$WHERE` takes conditions on the rollup's own columns, `$FOLD` the model folding.
+    `$WHERE` takes conditions on the rollup's own columns, `$FOLD` the model folding,
+    `$TIME` and `$GRAIN` the time column and table suffix of the tier read.
     """
 
     name: str
     family: Family
     labels: tuple[str, ...]
     sql: str
+
+    def replace_table(self, table: str, source: str) -> Metric:
+        """This metric read from `source` (a subquery) instead of `table`."""
+        return Metric(self.name, self.family, self.labels, self.sql.replace(table, source))
 
 
 def le_labels(bounds: tuple[float, ...]) -> list[str]:
@@ -89,8 +98,8 @@ TTFT = Family(
 )
 FAMILIES: tuple[Family, ...] = (REQUESTS, TOKENS, COST, DURATION, TTFT)
 
-_ROLLUP = "FROM {db}.llm_rollup_1m"
-_LATENCY = "FROM {db}.llm_latency_1m"
+_ROLLUP = "FROM {db}.llm_$COUNTERS"
+_LATENCY = "FROM {db}.llm_latency_$GRAIN"
 
 
 def _histogram(
@@ -104,7 +113,7 @@ def _histogram(
             f"{family.name}_bucket",
             family,
             (*labels, "le"),
-            f"{head}, b.1 AS le, Minute, toFloat64(b.2) AS v {_LATENCY} "
+            f"{head}, b.1 AS le, $TIME, toFloat64(b.2) AS v {_LATENCY} "
             f"ARRAY JOIN arrayZip({les}, arrayCumSum(finalizeAggregation({buckets}))) AS b "
             "WHERE $WHERE",
         ),
@@ -112,13 +121,13 @@ def _histogram(
             f"{family.name}_sum",
             family,
             labels,
-            f"{head}, Minute, toFloat64({total}) AS v {_LATENCY} WHERE $WHERE",
+            f"{head}, $TIME, toFloat64({total}) AS v {_LATENCY} WHERE $WHERE",
         ),
         Metric(
             f"{family.name}_count",
             family,
             labels,
-            f"{head}, Minute, toFloat64({count}) AS v {_LATENCY} WHERE $WHERE",
+            f"{head}, $TIME, toFloat64({count}) AS v {_LATENCY} WHERE $WHERE",
         ),
     ]
 
@@ -129,7 +138,7 @@ METRICS: tuple[Metric, ...] = (
         REQUESTS,
         ("tenant", "service", "model", "status"),
         "SELECT TenantId AS tenant, ServiceName AS service, $FOLD AS model, s.1 AS status, "
-        f"Minute, toFloat64(s.2) AS v {_ROLLUP} "
+        f"$TIME, toFloat64(s.2) AS v {_ROLLUP} "
         "ARRAY JOIN [('ok', toFloat64(Requests - Errors)), ('error', toFloat64(Errors))] AS s "
         "WHERE $WHERE",
     ),
@@ -138,7 +147,7 @@ METRICS: tuple[Metric, ...] = (
         TOKENS,
         ("tenant", "model", "type"),
         "SELECT TenantId AS tenant, $FOLD AS model, k.1 AS type, "
-        f"Minute, toFloat64(k.2) AS v {_ROLLUP} "
+        f"$TIME, toFloat64(k.2) AS v {_ROLLUP} "
         "ARRAY JOIN [('input', toFloat64(InputTokens)), ('output', toFloat64(OutputTokens)), "
         "('cache_read', toFloat64(CacheReadTokens)), "
         "('reasoning', toFloat64(ReasoningTokens))] AS k WHERE $WHERE",
@@ -147,7 +156,7 @@ METRICS: tuple[Metric, ...] = (
         COST.name,
         COST,
         ("tenant", "model"),
-        f"SELECT TenantId AS tenant, $FOLD AS model, Minute, toFloat64(CostUsd) AS v {_ROLLUP} "
+        f"SELECT TenantId AS tenant, $FOLD AS model, $TIME, toFloat64(CostUsd) AS v {_ROLLUP} "
         "WHERE $WHERE",
     ),
     *_histogram(DURATION, "DurationBuckets", DURATION_BUCKETS, "DurationSumS", "Requests"),
@@ -156,15 +165,91 @@ METRICS: tuple[Metric, ...] = (
 BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
 
 
-def model_fold(top_models: int) -> str:
-    """SQL: the model label of a rollup row (top-N per tenant by requests, else 'other')."""
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One grain of the rollups: its time column, the tables' suffix and its length."""
+
+    column: str
+    grain: str
+    seconds: int
+
+    def counters(self) -> str:
+        """The table suffix of the rollup_1m series at this grain (`llm_` + it)."""
+        return "rollup_1m" if self.grain == "1m" else f"counters_{self.grain}"
+
+    def time_select(self) -> str:
+        """The bucket start, selected as `Minute` (what the series SQL expects)."""
+        return "Minute" if self.column == "Minute" else f"{self.column} AS Minute"
+
+
+MINUTES = Tier("Minute", "1m", 60)
+HOURS = Tier("Hour", "1h", 3_600)
+DAYS = Tier("Day", "1d", 86_400)
+
+
+def model_fold(top_models: int, tenant: str = "TenantId", model: str = "Model") -> str:
+    """SQL: the model label of a rollup row (top-N per tenant by requests, else 'other').
+
+    Ranked over the daily copy: the same all-time sums as the minute rollup, 1,440x fewer rows.
+    """
     top = (
-        "SELECT TenantId, Model FROM {db}.llm_rollup_1m GROUP BY TenantId, Model "
+        "SELECT TenantId, Model FROM {db}.llm_counters_1d GROUP BY TenantId, Model "
         f"ORDER BY sum(Requests) DESC, Model LIMIT {int(top_models)} BY TenantId"
     )
-    return f"if((TenantId, Model) IN ({top}), if(Model = '', 'unknown', Model), 'other')"
+    return f"if(({tenant}, {model}) IN ({top}), if({model} = '', 'unknown', {model}), 'other')"
 
 
-def source_sql(metric: Metric, top_models: int, where: str) -> str:
-    """The increments query of `metric`, restricted by `where` (on rollup columns)."""
-    return metric.sql.replace("$FOLD", model_fold(top_models)).replace("$WHERE", where or "1")
+def source_sql(
+    metric: Metric, top_models: int, where: str, tier: Tier = MINUTES, *, fold: bool = True
+) -> str:
+    """The increments query of `metric` at `tier`, restricted by `where` (on its columns).
+
+    `fold=False` leaves the model label as stored (the caller folds it).
+    """
+    return (
+        metric.sql.replace("$FOLD", model_fold(top_models) if fold else "Model")
+        .replace("$WHERE", where or "1")
+        .replace("$TIME", tier.time_select())
+        .replace("$COUNTERS", tier.counters())
+        .replace("$GRAIN", tier.grain)
+    )
+
+
+_COLUMNS = {
+    "counters": "TenantId, ServiceName, Model, Requests, Errors, InputTokens, OutputTokens, "
+    "CacheReadTokens, ReasoningTokens, CostUsd",
+    "latency": "TenantId, Model, Requests, DurationSumS, DurationBuckets, TtftCount, TtftSumS, "
+    "TtftBuckets",
+}
+
+
+def tiered_source(
+    metric: Metric, top_models: int, minutes_from_s: int, until_s: int, scope: str
+) -> str:
+    """Increments of `metric` for every minute up to `until_s`, under `scope`.
+
+    Minutes from the hour of `minutes_from_s` on come from the minute table; whole hours of
+    that day before them from the hourly copy; whole days before from the daily copy. The
+    rows of a coarse tier carry their bucket's start as `Minute`: fine for sums and for
+    "did the series exist before `minutes_from_s`", nothing finer. `scope` is a condition on
+    the rollup columns (the tenant); bounds are whole seconds written into the SQL. The
+    metric's own SQL (labels, ARRAY JOIN, model folding) is applied once, over the union of
+    the three reads: the engine's planning time grows with the size of the statement.
+    """
+    hour = max(minutes_from_s // HOURS.seconds * HOURS.seconds, 0)
+    day = hour // DAYS.seconds * DAYS.seconds
+    parts = [
+        (DAYS, f"Day < toDateTime({day})"),
+        (HOURS, f"Hour >= toDateTime({day}) AND Hour < toDateTime({hour})"),
+        (MINUTES, f"Minute >= toDateTime({hour}) AND Minute <= toDateTime({max(until_s, 0)})"),
+    ]
+    latency = "llm_latency_$GRAIN" in metric.sql
+    kind = "latency" if latency else "counters"
+    union = " UNION ALL ".join(
+        f"SELECT {tier.time_select()}, {_COLUMNS[kind]} "
+        f"FROM {{db}}.llm_{f'latency_{tier.grain}' if latency else tier.counters()} "
+        f"WHERE {cond} AND {scope}"
+        for tier, cond in parts
+    )
+    table = "{db}.llm_latency_$GRAIN" if latency else "{db}.llm_$COUNTERS"
+    return source_sql(metric.replace_table(table, f"({union})"), top_models, "", MINUTES)

@@ -14,18 +14,35 @@ from api.promql.errors import BadData
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
+def _round_ms(seconds: float) -> float:
+    """Prometheus' parseTime of a number, step by step: the fraction rounded to ms (halves
+    away from zero), to whole ns, then the ms the query runs at (timestamp.FromTime)."""
+    fraction, whole = math.modf(seconds)
+    scaled = abs(fraction) * 1000
+    ms = math.floor(scaled)
+    if scaled - ms >= 0.5:
+        ms += 1
+    ns = int(whole) * 1_000_000_000 + int(math.copysign(ms, fraction) / 1000 * 1e9)
+    return (ns // 1_000_000) / 1000
+
+
 def parse_time(value: str, name: str) -> float:
-    """Unix seconds (float) or RFC 3339 -> unix seconds, truncated to milliseconds."""
+    """Unix seconds (float; the fraction rounded to ms, as Prometheus) or RFC 3339
+    (truncated to ms, as Prometheus) -> unix seconds."""
     text = value.strip()
     if _NUMBER.match(text):
         seconds = float(text)
-    else:
-        try:
-            seconds = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        if not math.isfinite(seconds):
             raise BadData(
                 f'invalid parameter "{name}": cannot parse "{value}" to a valid timestamp'
-            ) from None
+            )
+        return _round_ms(seconds)
+    try:
+        seconds = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadData(
+            f'invalid parameter "{name}": cannot parse "{value}" to a valid timestamp'
+        ) from None
     if not math.isfinite(seconds):
         raise BadData(f'invalid parameter "{name}": cannot parse "{value}" to a valid timestamp')
     return math.floor(seconds * 1000) / 1000

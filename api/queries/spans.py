@@ -93,15 +93,18 @@ def span_from_row(row: tuple[Any, ...]) -> Span:
 def get_trace(db: Database, trace_id: str, tenant: str | None) -> Trace:
     """Every span of `trace_id` visible in `tenant` (None: any tenant), or TraceNotFound.
 
-    First the time range from otel_traces_trace_id_ts, then otel_traces restricted to that
-    range, so only the day partitions the trace lies in are read.
+    First the time range and tenants from otel_traces_trace_id_ts, then otel_traces
+    restricted to both: the range picks the day partitions, and the tenants (the sort key's
+    first column, also for the admin) let the primary key narrow the granules whose
+    TraceId bloom filters are read to the trace's tenants' share of the day.
     """
     scope = "" if tenant is None else " AND TenantId = {tenant:String}"
     params: dict[str, Any] = {"trace_id": trace_id}
     if tenant is not None:
         params["tenant"] = tenant
     found = db.query(
-        "SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)), count() "
+        "SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)), count(), "
+        "groupUniqArray(TenantId) "
         "FROM {db}.otel_traces_trace_id_ts "
         "WHERE TraceId = {trace_id:String}" + scope,
         params,
@@ -111,12 +114,12 @@ def get_trace(db: Database, trace_id: str, tenant: str | None) -> Trace:
     start_s, end_s = int(found[0][0]), int(found[0][1])
     params["lo"] = start_s * NS_PER_S
     params["hi"] = (end_s + 1) * NS_PER_S  # the range is in whole seconds
+    params["tenants"] = list(found[0][3])
     rows = db.query(
         _SPAN_SELECT + "WHERE TraceId = {trace_id:String}"
         " AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
         " AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})"
-        + scope
-        + " ORDER BY Timestamp, SpanId",
+        " AND TenantId IN {tenants:Array(String)}" + scope + " ORDER BY Timestamp, SpanId",
         params,
     )
     if not rows:

@@ -98,3 +98,26 @@ async def test_malformed_trace_id_is_400(client: httpx.AsyncClient, keys: Keys, 
 
 async def test_trace_needs_a_key(client: httpx.AsyncClient, keys: Keys, trace: str) -> None:
     assert (await client.get(f"/api/v1/traces/{trace}")).status_code == 401
+
+
+async def test_admin_sees_a_trace_shared_by_two_tenants_whole(
+    db: Database, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """The span read is narrowed to the tenants the trace-id table names: all of them."""
+    tid = trace_id()
+    insert_spans(db, [
+        span(TenantId="acme", TraceId=tid, Timestamp=BASE_NS - 30 * HOUR),
+        span(TenantId="globex", TraceId=tid, Timestamp=BASE_NS + 7 * MS),
+        span(TenantId="globex", TraceId=tid, Timestamp=BASE_NS + 8 * MS),
+        span(TenantId="acme", TraceId=trace_id(), Timestamp=BASE_NS + 7 * MS),
+    ])  # fmt: skip
+    admin = await client.get(f"/api/v1/traces/{tid}", headers=auth(keys.admin))
+    assert admin.status_code == 200, admin.text
+    assert [s["tenant"] for s in admin.json()["spans"]] == ["acme", "globex", "globex"]
+    acme = await client.get(f"/api/v1/traces/{tid}", headers=auth(keys.acme))
+    assert [s["tenant"] for s in acme.json()["spans"]] == ["acme"]
+    globex = await client.get(f"/api/v1/traces/{tid}", headers=auth(keys.globex))
+    assert [s["start_time_unix_nano"] for s in globex.json()["spans"]] == [
+        BASE_NS + 7 * MS,
+        BASE_NS + 8 * MS,
+    ]
