@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Decompressed limit.")
     bus_capacity_spans: int = Field(200_000, gt=0, description="Spans accepted but not written.")
-    batch_max_rows: int = Field(50_000, gt=0, description="Rows per ClickHouse insert at most.")
+    batch_max_rows: int = Field(20_000, gt=0, description="Rows per ClickHouse insert at most.")
     batch_max_wait_s: float = Field(0.25, gt=0)
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent when at capacity.")
     prepare_workers: int = Field(
