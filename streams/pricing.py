@@ -547,26 +547,31 @@ class Pricer:
         return value, SOURCE_GENAI_PRICES if value is not None else SOURCE_NONE
 
     def _resolve(self, provider: str, model: str) -> _Model | _Unknown:
-        found: _Model | _Unknown = _UNKNOWN
-        if model:
-            snapshot = self._snapshot
-            provider_id = price_provider_id(provider)
-            if provider_id is not None and provider_id != "litellm":
-                try:
-                    snapshot.find_provider(None, provider_id, None)
-                except LookupError:
-                    provider_id = None  # a provider genai-prices does not know: model only
-            try:
-                _, info = snapshot.find_provider_model(model, None, provider_id, None)
-            except LookupError:
-                pass
-            else:
-                found = _Model(info)
+        info = find_model_info(self._snapshot, provider, model)
+        found: _Model | _Unknown = _UNKNOWN if info is None else _Model(info)
         with self._lock:
             if len(self._models) >= _MAX_CACHED:
                 self._models = {}
             self._models[(provider, model)] = found
         return found
+
+
+def find_model_info(snapshot: Any, provider: str, model: str) -> Any | None:
+    """genai-prices' `ModelInfo` for `model` (of `provider` when genai-prices knows that
+    provider, else by the model name alone), or None for an unknown or empty model."""
+    if not model:
+        return None
+    provider_id = price_provider_id(provider)
+    if provider_id is not None and provider_id != "litellm":
+        try:
+            snapshot.find_provider(None, provider_id, None)
+        except LookupError:
+            provider_id = None  # a provider genai-prices does not know: model only
+    try:
+        _, info = snapshot.find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        return None
+    return info
 
 
 def _now_ns() -> int:

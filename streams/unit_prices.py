@@ -16,7 +16,7 @@ from genai_prices import data_snapshot as _data_snapshot
 from genai_prices import types as _gp
 
 from schema.prices import UnitPrices
-from streams.pricing import price_provider_id
+from streams.pricing import find_model_info
 
 _MAX_CACHED = 4096
 
@@ -67,17 +67,5 @@ class GenaiUnitPrices:
 
 
 def _resolve(provider: str, model: str) -> _gp.ModelInfo | None:
-    if not model:
-        return None
-    snapshot = _data_snapshot.get_snapshot()
-    provider_id = price_provider_id(provider)
-    if provider_id is not None and provider_id != "litellm":
-        try:
-            snapshot.find_provider(None, provider_id, None)
-        except LookupError:
-            provider_id = None
-    try:
-        _, info = snapshot.find_provider_model(model, None, provider_id, None)
-    except LookupError:
-        return None
+    info: _gp.ModelInfo | None = find_model_info(_data_snapshot.get_snapshot(), provider, model)
     return info
