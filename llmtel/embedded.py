@@ -95,7 +95,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     writer = SpanWriter(
         bus, prepare, store, DeadLetterDirectory(settings.data_dir / "dead-letter"),
         max_rows=settings.batch_max_rows, max_wait_s=settings.batch_max_wait_s,
-        in_flight=max(1, settings.prepare_workers) + 1,
+        in_flight=max(1, settings.prepare_workers) + 2,
+        insert_max_rows=settings.insert_max_rows,
     )  # fmt: skip
     writer_task = asyncio.create_task(writer.run(), name="llmtel-writer")
     windows_stop = asyncio.Event()

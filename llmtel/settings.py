@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     bus_capacity_spans: int = Field(200_000, gt=0, description="Spans accepted but not written.")
     batch_max_rows: int = Field(20_000, gt=0, description="Rows per ClickHouse insert at most.")
     batch_max_wait_s: float = Field(0.25, gt=0)
+    insert_max_rows: int = Field(
+        60_000,
+        gt=0,
+        description="Rows one insert may hold when prepared batches wait for the engine "
+        "(a backlog): they are joined into one part.",
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent when at capacity.")
     prepare_workers: int = Field(
         1,

@@ -120,6 +120,17 @@ def test_retention_change_modifies_the_ttl_once(db: Database) -> None:
         migrate(db, 0)
 
 
+def test_span_merges_use_the_wider_merge_selector(db: Database) -> None:
+    """Migration 0011: fewer rewrites per span row (docs/benchmarks.md has the measurement)."""
+    engine_full = db.query(
+        "SELECT engine_full FROM system.tables "
+        "WHERE database = {d:String} AND name = 'otel_traces'",
+        {"d": db.name},
+    )[0][0]
+    assert "merge_selector_base = 10" in engine_full
+    assert "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once = 0" in engine_full
+
+
 def test_expired_day_partitions_are_dropped(db: Database) -> None:
     insert_spans(db, [span(TenantId="a", Timestamp=BASE_NS - 3 * 24 * HOUR)])
     insert_spans(db, [span(TenantId="a", Timestamp=time.time_ns())])

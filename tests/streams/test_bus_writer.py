@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from bench.workload import typical_request
+from schema.clickhouse import Database
 from schema.messages import BusFull, HandoffUnavailable, OtlpMessage
-from schema.spans import SpanBatch
+from schema.models import TenantSettings
+from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
 from streams.bus import InProcessBus
-from streams.prepare import PreparedBlock
-from streams.writer import Prepare, SpanWriter
+from streams.prepare import Job, PreparedBlock, prepare_block
+from streams.pricing import Pricer
+from streams.windows import WindowPartial
+from streams.writer import Prepare, SpanWriter, joined
 
 
 def message(spans: int, tenant: str = "t") -> OtlpMessage:
@@ -43,12 +50,17 @@ def preparing(process: Callable[[OtlpMessage], SpanBatch]) -> Prepare:
 
 
 def tenants(batch: SpanBatch) -> bytes:
-    """A stand-in block naming the batch's rows (the tests' rows are tenant names)."""
-    return ",".join(batch.columns[0]).encode()
+    """A stand-in block naming the batch's rows (the tests' rows are tenant names); like
+    Native blocks, two of them concatenated are one longer block."""
+    return "".join(f"{name}," for name in batch.columns[0]).encode()
+
+
+def rows_of(block: bytes) -> int:
+    return block.count(b",")
 
 
 def stored_rows(blocks: list[bytes]) -> int:
-    return sum(len(block.split(b",")) for block in blocks if block)
+    return sum(rows_of(block) for block in blocks)
 
 
 async def test_bus_refuses_when_full_and_accepts_after_release() -> None:
@@ -126,7 +138,7 @@ async def test_writer_stores_everything_then_stops_when_bus_closes() -> None:
     bus.close()
     await asyncio.wait_for(task, 5)
     assert stored_rows(stored) == 280
-    assert all(len(b.split(b",")) <= 56 for b in stored)  # batches bounded (whole messages)
+    assert all(rows_of(b) <= 56 for b in stored)  # batches bounded (whole messages)
     assert bus.in_flight_spans == 0
 
 
@@ -223,3 +235,103 @@ async def test_inserts_follow_the_order_batches_were_taken_in() -> None:
     bus.close()
     await asyncio.wait_for(task, 5)
     assert order == ["slow", "fast"]
+
+
+async def test_batches_prepared_during_a_slow_insert_go_into_the_next_insert_together() -> None:
+    """A backlog makes fewer, bigger inserts (up to insert_max_rows), in order, nothing lost."""
+    bus = InProcessBus(capacity_spans=1000)
+    gate = threading.Event()
+    inserts: list[PreparedBlock] = []
+
+    def store(prepared: PreparedBlock) -> None:
+        gate.wait(5)  # the first insert is slow; the next batches get prepared meanwhile
+        inserts.append(prepared)
+
+    async def prepare(messages: list[OtlpMessage]) -> PreparedBlock:
+        batch = SpanBatch()
+        for msg in messages:
+            batch.extend(rows_for(msg))
+        window = WindowPartial(messages[0].tenant_id, 0, "m", "s", requests=len(batch))
+        return PreparedBlock(tenants(batch), len(batch), 1, [window], [])
+
+    writer = SpanWriter(
+        bus, prepare, store, lambda m, e: None,
+        max_rows=10, max_wait_s=0.01, in_flight=4, insert_max_rows=25,
+    )  # fmt: skip
+    task = asyncio.create_task(writer.run())
+    for name in ("a", "b", "c", "d", "e"):
+        await bus.submit(message(10, name))
+        await asyncio.sleep(0.05)  # one request per batch
+    gate.set()
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert [insert.block for insert in inserts] == [
+        b"a," * 10,
+        b"b," * 10 + b"c," * 10,  # 20 rows: joined; "d" would make 30 > 25
+        b"d," * 10 + b"e," * 10,
+    ]
+    assert [insert.rows for insert in inserts] == [10, 20, 20]
+    assert [insert.unpriced for insert in inserts] == [1, 2, 2]
+    assert [[w.tenant for w in insert.windows] for insert in inserts] == [
+        ["a"],
+        ["b", "c"],
+        ["d", "e"],
+    ]
+    assert bus.in_flight_spans == 0
+
+
+async def test_a_batch_that_failed_to_prepare_is_set_aside_when_joined() -> None:
+    bus = InProcessBus(capacity_spans=1000)
+    gate = threading.Event()
+    inserts: list[bytes] = []
+    dead: list[str] = []
+
+    def store(prepared: PreparedBlock) -> None:
+        gate.wait(5)
+        inserts.append(prepared.block)
+
+    async def prepare(messages: list[OtlpMessage]) -> PreparedBlock:
+        if messages[0].tenant_id == "broken":
+            raise RuntimeError("worker died")
+        batch = SpanBatch()
+        for msg in messages:
+            batch.extend(rows_for(msg))
+        return PreparedBlock(tenants(batch), len(batch), 0, [], [])
+
+    writer = SpanWriter(
+        bus, prepare, store, lambda m, e: dead.append(m.tenant_id),
+        max_rows=10, max_wait_s=0.01, in_flight=4, insert_max_rows=100,
+    )  # fmt: skip
+    task = asyncio.create_task(writer.run())
+    for name in ("a", "b", "broken", "c"):
+        await bus.submit(message(10, name))
+        await asyncio.sleep(0.05)
+    gate.set()
+    bus.close()
+    await asyncio.wait_for(task, 5)
+    assert inserts == [b"a," * 10, b"b," * 10 + b"c," * 10]
+    assert dead == ["broken"]
+    assert bus.in_flight_spans == 0
+
+
+def test_joined_native_blocks_are_one_insert_and_one_part(db: Database) -> None:
+    types = db.column_types(SPANS_TABLE, SPAN_COLUMNS)
+    pricer = Pricer()
+    blocks = [
+        prepare_block(
+            [Job("t", time.time_ns(), typical_request(50, seed=seed), TenantSettings())],
+            types,
+            10_000_000_000,
+            pricer,
+        )
+        for seed in (1, 2, 3)
+    ]
+    db.command(f"SYSTEM STOP MERGES {db.table(SPANS_TABLE)}")
+    db.insert_native(SPANS_TABLE, SPAN_COLUMNS, joined(blocks).block)
+    parts = db.query(
+        "SELECT count(), sum(rows) FROM system.parts WHERE database = {d:String} "
+        "AND table = {t:String} AND active",
+        {"d": db.name, "t": SPANS_TABLE},
+    )
+    assert parts == [(1, 150)]
+    assert joined(blocks).windows == [w for block in blocks for w in block.windows]
