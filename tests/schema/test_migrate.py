@@ -99,6 +99,17 @@ def test_span_column_types_match_the_collector_exporter_and_llmtel(db: Database)
     assert indexes["idx_duration"] == "minmax"
 
 
+def span_table_engine(db: Database) -> str:
+    """otel_traces' engine clause with its settings, as ClickHouse reports it."""
+    return str(
+        db.query(
+            "SELECT engine_full FROM system.tables "
+            "WHERE database = {d:String} AND name = 'otel_traces'",
+            {"d": db.name},
+        )[0][0]
+    )
+
+
 def test_retention_change_modifies_the_ttl_once(db: Database) -> None:
     assert ttl_days(db, "otel_traces") == TEST_RETENTION_DAYS
     assert ttl_days(db, "otel_traces_trace_id_ts") == TEST_RETENTION_DAYS
@@ -110,11 +121,7 @@ def test_retention_change_modifies_the_ttl_once(db: Database) -> None:
     assert ttl_days(db, "otel_traces") == 7
     assert ttl_days(db, "otel_traces_trace_id_ts") == 7
     assert migrate(db, 7) == []
-    engine_full = db.query(
-        "SELECT engine_full FROM system.tables "
-        "WHERE database = {d:String} AND name = 'otel_traces'",
-        {"d": db.name},
-    )[0][0]
+    engine_full = span_table_engine(db)
     assert "ttl_only_drop_parts = 1" in engine_full
     with pytest.raises(ValueError, match="at least 1"):
         migrate(db, 0)
@@ -122,11 +129,7 @@ def test_retention_change_modifies_the_ttl_once(db: Database) -> None:
 
 def test_span_merges_use_the_wider_merge_selector(db: Database) -> None:
     """Migration 0011: fewer rewrites per span row (docs/benchmarks.md has the measurement)."""
-    engine_full = db.query(
-        "SELECT engine_full FROM system.tables "
-        "WHERE database = {d:String} AND name = 'otel_traces'",
-        {"d": db.name},
-    )[0][0]
+    engine_full = span_table_engine(db)
     assert "merge_selector_base = 10" in engine_full
     assert "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once = 0" in engine_full
 
