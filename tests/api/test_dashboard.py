@@ -67,10 +67,12 @@ async def test_tenant_overview_figures(
     latency = body["latency"]
     # 100..1000 ms, 2 x 200 ms and the house call's 10 ms: the median is 400 ms
     assert latency["p50_ms"] == pytest.approx(400, rel=0.1)
-    assert 900 <= latency["p99_ms"] <= 1000 and latency["p50_ms"] <= latency["p95_ms"]
+    # the p99 is the 900 or the 1000 ms call, within the sketch's 1 % relative accuracy
+    assert 900 * 0.99 <= latency["p99_ms"] <= 1000 * 1.01
+    assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     ttft = body["time_to_first_token"]
     assert ttft["p50_ms"] == pytest.approx(275, rel=0.1)  # only the 10 calls that have one
-    assert ttft["p99_ms"] == pytest.approx(500, rel=0.05)
+    assert 450 * 0.99 <= ttft["p99_ms"] <= 500 * 1.01  # one of the two slowest, within 1 %
     assert body["top_tenants"] is None  # admin only
     assert body["budgets"] == []
     assert [(m["model"], m["requests"], m["cost_usd"]) for m in body["top_models"]] == [

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from schema.clickhouse import Database
+from schema.migrate import migrate
 from tests.api.rows import BASE_NS, MS, NS, insert_spans, llm_span, span
 
 pytestmark = pytest.mark.clickhouse
@@ -83,3 +84,54 @@ def test_latency_quantiles_are_plausible(db: Database) -> None:
     assert 450 * MS <= p50 <= 550 * MS
     assert 900 * MS <= p95 <= 1000 * MS
     assert 450 <= ttft50 <= 550
+
+
+SKETCH_QUANTILES = (
+    "SELECT quantilesDDMerge(0.01, 0.5, 0.95)(DurationNs), "
+    "quantileDDMerge(0.01, 0.5)(TimeToFirstTokenMs) FROM {db}.llm_latency_sketch_"
+)
+
+
+def test_latency_sketches_per_tenant_minute_and_hour(db: Database) -> None:
+    spans = [
+        llm_span(TenantId="a", Timestamp=BASE_NS + i * NS, Duration=(i + 1) * MS,
+                 LlmTimeToFirstTokenMs=float(i + 1))
+        for i in range(1000)
+    ] + [
+        llm_span(TenantId="a", Timestamp=BASE_NS, Duration=5 * MS),  # no TTFT
+        llm_span(TenantId="b", Timestamp=BASE_NS, Duration=60_000 * MS),  # another tenant
+        span(TenantId="a", Timestamp=BASE_NS, Duration=60_000 * MS),  # not an LLM span
+    ]  # fmt: skip
+    insert_spans(db, spans[:500])
+    insert_spans(db, spans[500:])
+    for grain in ("1m", "1h"):
+        (p50, p95), ttft50 = db.query(SKETCH_QUANTILES + grain + " WHERE TenantId = 'a'")[0]
+        # exact: 500 and 950 ms (1,001 values); the sketch is within 1 % of a value near them
+        assert p50 == pytest.approx(500 * MS, rel=0.02)
+        assert p95 == pytest.approx(950 * MS, rel=0.02)
+        assert ttft50 == pytest.approx(500, rel=0.02)
+    minutes = db.query(
+        "SELECT TenantId, count() FROM {db}.llm_latency_sketch_1m FINAL "
+        "GROUP BY TenantId ORDER BY TenantId"
+    )
+    assert minutes == [("a", 17), ("b", 1)]  # 1,000 s of spans: 17 minutes
+
+
+def test_sketch_migration_backfills_retained_spans(db: Database) -> None:
+    insert_spans(db, [llm_span(TenantId="a", Timestamp=BASE_NS, Duration=700 * MS)])
+    for table in ("llm_latency_sketch_1m_mv", "llm_latency_sketch_1h_mv",
+                  "llm_latency_sketch_1m", "llm_latency_sketch_1h"):  # fmt: skip
+        db.command(f"DROP TABLE {{db}}.{table}")
+    db.command("DELETE FROM {db}.schema_migrations WHERE version = '0012'")
+    assert migrate(db, 30) == ["0012_latency_sketches"]
+    for grain in ("1m", "1h"):
+        (p50, _), _ = db.query(SKETCH_QUANTILES + grain)[0]
+        assert p50 == pytest.approx(700 * MS, rel=0.01)
+    # and the views keep them up to date afterwards
+    insert_spans(db, [llm_span(TenantId="a", Timestamp=BASE_NS, Duration=100 * MS)])
+    for grain in ("1m", "1h"):
+        [(fastest,)] = db.query(
+            f"SELECT quantileDDMerge(0.01, 0)(DurationNs) FROM {{db}}.llm_latency_sketch_{grain}"
+        )
+        assert fastest == pytest.approx(100 * MS, rel=0.01)
+    assert migrate(db, 30) == []
