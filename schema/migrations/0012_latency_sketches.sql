@@ -5,7 +5,9 @@
 -- relative accuracy, a guarantee t-digest does not give) merges by adding bucket counters:
 -- the same day took 8 ms from these tables. Minutes for short ranges and the edges of long
 -- ones, hours (filled from the minutes on the same insert) for the rest; no TTL, like the
--- other rollups (a state is ~1 KB).
+-- other rollups. A state is ~1 KB and a query wants a few dozen of them: granules of 128
+-- rows, so that the rest of the table is not read and deserialised (with the default 8,192,
+-- a tenant's day read every state of the month: 27 ms instead of 8).
 
 CREATE TABLE IF NOT EXISTS {db}.llm_latency_sketch_1m
 (
@@ -16,7 +18,8 @@ CREATE TABLE IF NOT EXISTS {db}.llm_latency_sketch_1m
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(Minute)
-ORDER BY (TenantId, Minute);
+ORDER BY (TenantId, Minute)
+SETTINGS index_granularity = 128;
 
 CREATE TABLE IF NOT EXISTS {db}.llm_latency_sketch_1h
 (
@@ -27,7 +30,8 @@ CREATE TABLE IF NOT EXISTS {db}.llm_latency_sketch_1h
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(Hour)
-ORDER BY (TenantId, Hour);
+ORDER BY (TenantId, Hour)
+SETTINGS index_granularity = 128;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.llm_latency_sketch_1h_mv
 TO {db}.llm_latency_sketch_1h
