@@ -8,6 +8,8 @@ before t (`Minute + 60 <= t`): a minute is published once it is complete. `/metr
 Every series can be read at three grains: the minute tables, and their hourly and daily
 copies (migration 0010, same label columns), so that a query reads minutes only where its
 steps need them and everything before from a few coarse rows (`Tier`, `tiered_source`).
+PromQL reads the series without a service label (cost, tokens) from a minute table without
+the service (migration 0013, `Reading`).
 
 Cardinality: per tenant the `top_models` models with the most requests of all time keep
 their name; the rest are folded into `model="other"` (a span without a model is
@@ -16,7 +18,7 @@ their name; the rest are folded into `model="other"` (a span without a model is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 # Upper bounds (seconds) of the latency histograms; they are also written into
@@ -41,23 +43,52 @@ class Family:
     unit: str = ""
 
 
+# the rollups PromQL reads: per tenant, service and model (minutes: llm_rollup_1m), per tenant
+# and model (minutes: llm_model_counters_1m; hours and days as the former), latency buckets
+Rollup = Literal["counters", "model_counters", "latency"]
+
+# the label columns of the rollups (every label but the one a `Reading` splits a row by)
+LABEL_COLUMNS: dict[str, str] = {"tenant": "TenantId", "service": "ServiceName", "model": "Model"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A metric's increments as PromQL reads them: per rollup row, the increments of the
+    series the row stands for, with the row's label columns (`LABEL_COLUMNS`) as labels.
+
+    `values`: one SQL expression over the rollup's `columns` per series (of one type), told
+    apart by the label `split` (`split_values`, in the same order); or `state`: a
+    sumForEach state column of per-bucket counts, whose running sum over the buckets is
+    the `le` series.
+    """
+
+    rollup: Rollup
+    columns: tuple[str, ...]
+    values: tuple[str, ...] = ()
+    state: str = ""
+    split: str = ""
+    split_values: tuple[str, ...] = ("",)
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     """One series name, its labels, and the SQL of its per-minute increments.
 
     `sql` selects the label columns (named as the labels), `Minute` and `v` (Float64);
     `$WHERE` takes conditions on the rollup's own columns, `$FOLD` the model folding,
-    `$TIME` and `$GRAIN` the time column and table suffix of the tier read.
+    `$TIME` and `$GRAIN` the time column and table suffix of the tier read. `reading`
+    says the same for PromQL's evaluation (api/promql/rollup_sql.py).
     """
 
     name: str
     family: Family
     labels: tuple[str, ...]
     sql: str
+    reading: Reading
 
     def replace_table(self, table: str, source: str) -> Metric:
         """This metric read from `source` (a subquery) instead of `table`."""
-        return Metric(self.name, self.family, self.labels, self.sql.replace(table, source))
+        return replace(self, sql=self.sql.replace(table, source))
 
 
 def le_labels(bounds: tuple[float, ...]) -> list[str]:
@@ -116,22 +147,32 @@ def _histogram(
             f"{head}, b.1 AS le, $TIME, toFloat64(b.2) AS v {_LATENCY} "
             f"ARRAY JOIN arrayZip({les}, arrayCumSum(finalizeAggregation({buckets}))) AS b "
             "WHERE $WHERE",
+            Reading(
+                "latency",
+                (buckets,),
+                state=buckets,
+                split="le",
+                split_values=tuple(le_labels(bounds)),
+            ),
         ),
         Metric(
             f"{family.name}_sum",
             family,
             labels,
             f"{head}, $TIME, toFloat64({total}) AS v {_LATENCY} WHERE $WHERE",
+            Reading("latency", (total,), (total,)),
         ),
         Metric(
             f"{family.name}_count",
             family,
             labels,
             f"{head}, $TIME, toFloat64({count}) AS v {_LATENCY} WHERE $WHERE",
+            Reading("latency", (count,), (count,)),
         ),
     ]
 
 
+_TOKENS = ("InputTokens", "OutputTokens", "CacheReadTokens", "ReasoningTokens")
 METRICS: tuple[Metric, ...] = (
     Metric(
         REQUESTS.name,
@@ -141,6 +182,13 @@ METRICS: tuple[Metric, ...] = (
         f"$TIME, toFloat64(s.2) AS v {_ROLLUP} "
         "ARRAY JOIN [('ok', toFloat64(Requests - Errors)), ('error', toFloat64(Errors))] AS s "
         "WHERE $WHERE",
+        Reading(
+            "counters",
+            ("Requests", "Errors"),
+            ("toUInt64(Requests - Errors)", "toUInt64(Errors)"),
+            split="status",
+            split_values=("ok", "error"),
+        ),
     ),
     Metric(
         TOKENS.name,
@@ -151,6 +199,13 @@ METRICS: tuple[Metric, ...] = (
         "ARRAY JOIN [('input', toFloat64(InputTokens)), ('output', toFloat64(OutputTokens)), "
         "('cache_read', toFloat64(CacheReadTokens)), "
         "('reasoning', toFloat64(ReasoningTokens))] AS k WHERE $WHERE",
+        Reading(
+            "model_counters",
+            _TOKENS,
+            tuple(f"toUInt64({column})" for column in _TOKENS),
+            split="type",
+            split_values=("input", "output", "cache_read", "reasoning"),
+        ),
     ),
     Metric(
         COST.name,
@@ -158,6 +213,7 @@ METRICS: tuple[Metric, ...] = (
         ("tenant", "model"),
         f"SELECT TenantId AS tenant, $FOLD AS model, $TIME, toFloat64(CostUsd) AS v {_ROLLUP} "
         "WHERE $WHERE",
+        Reading("model_counters", ("CostUsd",), ("CostUsd",)),
     ),
     *_histogram(DURATION, "DurationBuckets", DURATION_BUCKETS, "DurationSumS", "Requests"),
     *_histogram(TTFT, "TtftBuckets", TTFT_BUCKETS, "TtftSumS", "TtftCount"),
@@ -180,6 +236,14 @@ class Tier:
     def time_select(self) -> str:
         """The bucket start, selected as `Minute` (what the series SQL expects)."""
         return "Minute" if self.column == "Minute" else f"{self.column} AS Minute"
+
+    def table(self, rollup: Rollup) -> str:
+        """The table (without the database) of `rollup` at this grain."""
+        if rollup == "latency":
+            return f"llm_latency_{self.grain}"
+        if rollup == "model_counters" and self.grain == "1m":
+            return "llm_model_counters_1m"
+        return f"llm_{self.counters()}"
 
 
 MINUTES = Tier("Minute", "1m", 60)

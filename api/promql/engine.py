@@ -7,7 +7,7 @@ Anything else is refused with a `bad_data` error that names the construct.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import promql_parser as pp
@@ -15,7 +15,7 @@ import promql_parser as pp
 from api.promql import vectors as vx
 from api.promql.config import MetricsConfig
 from api.promql.errors import BadData, unsupported
-from api.promql.rollup_sql import Function, Selection, evaluate
+from api.promql.rollup_sql import Function, ModelRanking, Selection, evaluate
 from api.promql.selectors import LabelMatcher, Op
 from schema.clickhouse import Database
 
@@ -43,6 +43,7 @@ class Context:
     steps: list[float]
     config: MetricsConfig
     tenant: str | None  # None: every tenant (admin)
+    ranking: ModelRanking = field(default_factory=ModelRanking)  # read once per request
 
 
 def parse(query: str) -> pp.Expr:
@@ -73,7 +74,7 @@ def _offset(selector: pp.VectorSelector) -> float:
 def _leaf(ctx: Context, selection: Selection, fn: Function) -> vx.Vector:
     result = evaluate(
         ctx.db, selection, fn, ctx.steps, ctx.config.sample_interval_s,
-        ctx.config.top_models, ctx.tenant,
+        ctx.config.top_models, ctx.tenant, ctx.ranking,
     )  # fmt: skip
     if fn != "value":
         vx.check_unique_labels(result)

@@ -15,7 +15,11 @@ def format_value(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    text = format(Decimal(repr(value)), "f")
+    text = repr(value)  # the shortest digits that round-trip, as Go's
+    if "e" not in text:  # Python writes them without an exponent from 1e-4 to 1e16
+        text = text.removesuffix(".0")
+        return "0" if text == "-0" else text
+    text = format(Decimal(text), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
@@ -49,9 +53,12 @@ def instant(is_scalar: bool, value: list[Any], t: float) -> dict[str, Any]:
 def matrix(is_scalar: bool, value: list[Any], steps: list[float]) -> dict[str, Any]:
     """`data` of /query_range: a matrix (a scalar expression becomes one series `{}`)."""
     series: list[Series] = [Series({}, value)] if is_scalar else value
+    times = [format_time(t) for t in steps]
     result = []
     for s in sorted(series, key=lambda s: sorted(s.labels.items())):
-        points = [_point(t, v) for t, v in zip(steps, s.values, strict=True) if v is not None]
+        points = [
+            [t, format_value(v)] for t, v in zip(times, s.values, strict=True) if v is not None
+        ]
         if points:
             result.append({"metric": s.labels, "values": points})
     return {"resultType": "matrix", "result": result}

@@ -5,30 +5,63 @@ A series' value at time x is the sum of the increments of every minute with
 `sample_interval_s` seconds (k * interval, from the end of its first minute on), so a
 range `[r]` at time t holds the grid points in [t - r, t] (closed, as Prometheus 2.x).
 
-Per series ClickHouse builds a dense array of cumulative values per minute of the window
-the steps need (everything earlier, read from the hourly and daily copies, folded into the
-first element) in one aggregation per series, and returns only the elements the steps read
-(`steps.plan`). numpy then applies Prometheus' `extrapolatedRate` (rate, increase) or
-`instantValue` (irate) to all series and steps at once (`steps.values`): that keeps the
-SQL small, and the engine's planning time of a query grows with its expression trees.
+The steps read the cumulative value C of a series at a few minutes of the query's window
+only (`steps.plan`). One statement per metric reads its rollup rows from the three grains
+(`tiered_rows`) and aggregates them per row of label columns as stored (tenant, [service],
+model), in one pass: every minute's increments go into the bucket of the first of those
+positions at or after it (`sumResample`; all history before the window into the first),
+with the row's first minute, its increments in that minute and its requests. The rest
+is done here on those few rows, with numpy where it counts: the model folding
+(`top_models`), the labels a row splits into (status, type, le), the label matchers
+other than the tenant's (which go into the SQL), and Prometheus' `extrapolatedRate`
+(rate, increase) and `instantValue` (irate) for every series and step at once
+(`steps.values`). The statement stays small on purpose: chDB's planning is about half of
+a statement's time and grows with its expressions and table reads.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from api.promql import steps as st
-from api.promql.catalogue import DAYS, Metric, source_sql, tiered_source
+from api.promql.catalogue import (
+    DAYS,
+    HOURS,
+    LABEL_COLUMNS,
+    MINUTES,
+    Metric,
+    Rollup,
+    source_sql,
+    tiered_source,
+)
 from api.promql.errors import BadData
-from api.promql.selectors import LabelMatcher, label_conditions, selected, tenant_condition
+from api.promql.selectors import (
+    LabelMatcher,
+    label_conditions,
+    regex_matches,
+    selected,
+    tenant_condition,
+)
 from schema.clickhouse import Database
 
 Function = st.Function
 MAX_MINUTES = 600_000  # about 14 months of minutes per series and query
+# a window that ends at most this long before now reads the minutes up to the newest: its
+# rows then hold all requests there are, which rank the models without another read
+RECENT_S = 3_600
+TopModels = frozenset[tuple[str, str]]
+# the plan-level optimizations (filter push-down, prewhere, reading in order, ...) find
+# nothing to do in these statements (each read has its own condition on its key) and cost
+# ~2.5 ms of a statement's planning
+STATEMENT_SETTINGS = " SETTINGS query_plan_enable_optimizations = 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +79,109 @@ class Selection:
     range_s: float = 0.0  # 0: an instant vector selector
 
 
+def ranked(totals: Iterable[Sequence[Any]], top_models: int) -> TopModels:
+    """(tenant, model) of the `top_models` models per tenant with the most requests, ties
+    by name, from (tenant, model, requests) rows: catalogue.model_fold's ranking."""
+    per_tenant: dict[str, dict[str, int]] = {}
+    for tenant, model, requests in totals:
+        models = per_tenant.setdefault(str(tenant), {})
+        models[str(model)] = models.get(str(model), 0) + int(requests)
+    top: set[tuple[str, str]] = set()
+    for tenant, models in per_tenant.items():
+        best = sorted(models.items(), key=lambda item: (-item[1], item[0]))[:top_models]
+        top.update((tenant, model) for model, _ in best)
+    return frozenset(top)
+
+
+# reads the model ranking while the series statement runs (chDB runs statements of several
+# clients at once): it would otherwise add its own ~4 ms to a histogram query
+_BESIDE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="promql-ranking")
+
+
+class ModelRanking:
+    """The models that keep their name, read from llm_counters_1d at most once (per request:
+    an expression may have several selectors)."""
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[int, str | None], Future[TopModels]] = {}
+
+    def start(self, db: Database, top_models: int, tenant: str | None) -> None:
+        """Begin reading the ranking, in another thread."""
+        key = (top_models, tenant)
+        if key not in self._read:
+            self._read[key] = _BESIDE.submit(self._query, db, top_models, tenant)
+
+    def get(self, db: Database, top_models: int, tenant: str | None) -> TopModels:
+        self.start(db, top_models, tenant)
+        return self._read[(top_models, tenant)].result()
+
+    @staticmethod
+    def _query(db: Database, top_models: int, tenant: str | None) -> TopModels:
+        params: dict[str, Any] = {}
+        rows = db.query(
+            "SELECT TenantId, Model, sum(Requests) FROM {db}.llm_counters_1d "
+            f"WHERE {tenant_condition(tenant, params)} "
+            f"GROUP BY TenantId, Model{STATEMENT_SETTINGS}",
+            params,
+        )
+        return ranked(rows, top_models)
+
+
+def tiered_rows(
+    rollup: Rollup, columns: str, minutes_from_s: int, until_s: int | None, where: list[str]
+) -> str:
+    """SQL: `Minute` and `columns` of every row of `rollup` up to `until_s` (None: all)
+    that meets the conditions `where`: minutes from the hour of `minutes_from_s` on from the
+    minute table, whole hours of that day before it from the hourly copy, whole days before
+    from the daily copy (a coarse row's `Minute` is its bucket's start). An empty grain is
+    not read."""
+    hour = max(minutes_from_s // HOURS.seconds * HOURS.seconds, 0)
+    day = hour // DAYS.seconds * DAYS.seconds
+    minutes = f"Minute >= toDateTime({hour})"
+    if until_s is not None:
+        minutes += f" AND Minute <= toDateTime({max(until_s, 0)})"
+    parts = [
+        (DAYS, f"Day < toDateTime({day})", day > 0),
+        (HOURS, f"Hour >= toDateTime({day}) AND Hour < toDateTime({hour})", hour > day),
+        (MINUTES, minutes, True),
+    ]
+    return " UNION ALL ".join(
+        f"SELECT {tier.time_select()}, {columns} FROM {{db}}.{tier.table(rollup)} "
+        f"WHERE {' AND '.join([cond, *where])}"
+        for tier, cond, wanted in parts
+        if wanted
+    )
+
+
+def _bucket_sql(positions: list[int], k0: int, n: int) -> str:
+    """SQL (over `Minute`): the bucket of a row's minute k0 + i, the first of `positions` at
+    or after i (history before k0: the first); len(positions), which is not summed, after
+    the last position."""
+    gaps = {b - a for a, b in zip(positions, positions[1:], strict=False)}
+    if len(gaps) <= 1:  # evenly spaced (an instant query, or a range's steps): arithmetic
+        width = 60 * (gaps.pop() if gaps else 1)
+        start = (k0 + positions[0]) * 60
+        return (
+            f"least(intDiv(greatest(toInt64(toUInt32(Minute)) - {start}, 0) + {width - 1}, "
+            f"{width}), {len(positions)})"
+        )
+    # a bucket per minute of the window, in the SQL text (binding a long array parameter
+    # costs more than the statement), and `len(positions)` for every later minute
+    buckets = [bisect.bisect_left(positions, i) for i in range(n)] + [len(positions)]
+    return (
+        f"CAST([{','.join(map(str, buckets))}], 'Array(UInt32)')"
+        f"[least(greatest(toInt64(intDiv(toUInt32(Minute), 60)) - {k0}, 0), {n}) + 1]"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesQuery:
-    """The SQL of one metric's series at some steps, and which C values it returns."""
+    """The statement of one metric's rows for some steps (module docstring)."""
 
     sql: str
     params: dict[str, Any]
     plan: st.Plan
+    to_the_end: bool  # the rows hold every minute there is: their requests rank the models
 
 
 def series_query(
@@ -61,11 +190,13 @@ def series_query(
     fn: Function,
     shifted: list[float],
     interval: float,
-    top_models: int,
     tenant: str | None,
+    now_s: float,
 ) -> SeriesQuery:
-    """SQL: per series of `metric`, its labels, `fe`, C at the plan's positions and C at
-    its first grid sample, for `fn` at the (offset-shifted) step times."""
+    """SQL: per row of label columns of `metric`'s rollup, the columns, its first minute (unix
+    s), its requests, then per value its increment in that first minute and its increments
+    per bucket of the plan's positions (a state metric: both as arrays over the buckets of
+    the histogram)."""
     look_back = selection.range_s + interval if fn != "value" else interval
     k0 = math.floor((min(shifted) - look_back) / 60) - 2  # minute number folded into index 0
     k_hi = math.floor(max(shifted) / 60) - 1  # last minute that can count
@@ -76,23 +207,162 @@ def series_query(
             "shorten the time range"
         )
     plan = st.plan(shifted, k0, n, interval, selection.range_s)
-    params: dict[str, Any] = {"positions": [i + 1 for i in plan.positions]}
-    scope = tenant_condition(tenant, params)
-    source = tiered_source(metric, top_models, k0 * 60, k_hi * 60, scope)
-    labels = ", ".join(metric.labels)
-    conditions = label_conditions(metric, selection.matchers, params)
-    first = f"floor(({st.first_sample_sql(interval)}) / 60) - 1 - {k0}"
-    # one aggregation per series (sumResample: a dense per-minute array, history before k0
-    # into its first element) instead of grouping by series and minute first: 2x faster
+    params: dict[str, Any] = {}
+    reading = metric.reading
+    to_the_end = reading.rollup != "latency" and (k_hi + 1) * 60 >= now_s - RECENT_S
+    where = [
+        condition
+        for condition in (
+            tenant_condition(tenant, params),
+            label_conditions(metric, selection.matchers, params, {"tenant": "TenantId"}),
+        )
+        if condition != "1"
+    ]
+    keys = ", ".join(LABEL_COLUMNS[label] for label in metric.labels if label != reading.split)
+    columns = ", ".join(dict.fromkeys((keys, "Requests", *reading.columns)))
+    source = tiered_rows(reading.rollup, columns, k0 * 60, None if to_the_end else k_hi * 60, where)
+    count, bucket = len(plan.positions), _bucket_sql(plan.positions, k0, n)
+    if len(reading.values) == 1:
+        [value] = reading.values
+        aggregates = [
+            f"[toFloat64(sumArgMin({value}, Minute))]",
+            f"CAST(sumResample(0, {count}, 1)({value}, {bucket}) AS Array(Float64))",
+        ]
+    else:  # one array per row (a state: per bucket): fewer aggregates plan faster
+        combinator = "Merge" if reading.state else ""
+        values = reading.state or f"[{', '.join(reading.values)}]"
+        aggregates = [
+            f"CAST(sumForEach{combinator}ArgMin({values}, Minute) AS Array(Float64))",
+            f"CAST(sumForEach{combinator}Resample(0, {count}, 1)({values}, {bucket}) "
+            "AS Array(Array(Float64)))",
+        ]
     sql = (
-        f"SELECT {labels}, fe, arrayMap(i -> C[i], {{positions:Array(UInt32)}}), "
-        f"C[toUInt32(least(greatest(toInt64({first}), 0), {n - 1})) + 1] "
-        f"FROM (SELECT {labels}, toFloat64((min(mi) + 1) * 60) AS fe, "
-        f"arrayCumSum(sumResample({k0}, {k0 + n}, 1)(v, greatest(mi, {k0}))) AS C "
-        f"FROM (SELECT {labels}, toInt64(intDiv(toUInt32(Minute), 60)) AS mi, v "
-        f"FROM ({source}) WHERE {conditions}) GROUP BY {labels})"
+        f"SELECT {keys}, toUInt32(min(Minute)), sum(Requests), {', '.join(aggregates)} "
+        f"FROM ({source}) GROUP BY {keys}{STATEMENT_SETTINGS}"
     )
-    return SeriesQuery(sql, params, plan)
+    return SeriesQuery(sql, params, plan, to_the_end)
+
+
+def _padded(values: list[float], width: int) -> list[float]:
+    """A sumForEach result (empty where no row was summed) as `width` values."""
+    return values + [0.0] * (width - len(values)) if len(values) < width else values
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """One metric's series before the split label, after the model folding: per series its
+    label values (`names`), `fe` (the end of its first minute), and per split value its
+    increment in its first grid sample (`first`) and C at the plan's positions."""
+
+    names: tuple[str, ...]
+    labels: list[tuple[str, ...]]
+    fe: st.Floats  # (series,)
+    first: st.Floats  # (series, split value)
+    cumulative: st.Floats  # (series, position, split value)
+
+
+def fold(metric: Metric, rows: Sequence[Sequence[Any]], top: TopModels, interval: float) -> Folded:
+    """The rows of `series_query` with the models outside `top` folded into "other": the
+    sum of their series, from the earliest first minute. A folded series' first grid sample
+    comes less than a minute after its first minute ended, so its value there is the sum
+    of the first-minute increments of the members whose first minute ended by then."""
+    reading = metric.reading
+    names = tuple(label for label in metric.labels if label != reading.split)
+    width, splits = len(names), len(reading.split_values)
+    at_tenant, at_model = names.index("tenant"), names.index("model")
+    first = np.array([_padded(row[width + 2], splits) for row in rows], dtype=np.float64)
+    if splits == 1:
+        increments = np.array([row[width + 3] for row in rows], dtype=np.float64)[:, :, None]
+    else:
+        increments = np.array(
+            [[_padded(b, splits) for b in row[width + 3]] for row in rows], dtype=np.float64
+        )
+    if reading.state:  # per bucket of the histogram: the `le` series are its running sums
+        first, increments = np.cumsum(first, axis=1), np.cumsum(increments, axis=2)
+    groups: dict[tuple[str, ...], int] = {}
+    member_of = np.empty(len(rows), dtype=np.int64)
+    for r, row in enumerate(rows):
+        key = [str(v) for v in row[:width]]
+        model = key[at_model]
+        key[at_model] = (model or "unknown") if (key[at_tenant], model) in top else "other"
+        member_of[r] = groups.setdefault(tuple(key), len(groups))
+    fe_rows = np.array([row[width] for row in rows], dtype=np.float64) + 60
+    fe = np.full(len(groups), np.inf)
+    np.minimum.at(fe, member_of, fe_rows)
+    sample_rows = np.ceil(fe_rows / interval) * interval
+    counted = sample_rows == (np.ceil(fe / interval) * interval)[member_of]
+    first_sums = np.zeros((len(groups), splits))
+    np.add.at(first_sums, member_of[counted], first[counted])
+    sums = np.zeros((len(groups), *increments.shape[1:]))
+    np.add.at(sums, member_of, increments)
+    return Folded(names, list(groups), fe, first_sums, np.cumsum(sums, axis=1))
+
+
+def _matches(
+    db: Database, matchers: list[LabelMatcher], names: tuple[str, ...], rows: list[list[str]]
+) -> list[bool]:
+    """Per row of label values (in `names`' order): whether every matcher of those labels holds."""
+    keep = [True] * len(rows)
+    for matcher in matchers:
+        if matcher.name not in names:
+            continue
+        column = names.index(matcher.name)
+        if matcher.op in ("=~", "!~"):
+            hits = regex_matches(db, matcher.value, {row[column] for row in rows})
+            found = [hits[row[column]] == (matcher.op == "=~") for row in rows]
+        else:
+            found = [(row[column] == matcher.value) == (matcher.op == "=") for row in rows]
+        keep = [a and b for a, b in zip(keep, found, strict=True)]
+    return keep
+
+
+def split_series(
+    db: Database,
+    metric: Metric,
+    folded: Folded,
+    selection: Selection,
+    fn: Function,
+    shifted: list[float],
+    plan: st.Plan,
+    interval: float,
+) -> list[Series]:
+    """The series of `folded`, one per split value, that `selection`'s matchers keep (the
+    tenant's already held in SQL), with at least one value among the steps."""
+    reading = metric.reading
+    names = (*folded.names, reading.split) if reading.split else folded.names
+    candidates = [
+        (g, v, [*labels, value] if reading.split else list(labels))
+        for g, labels in enumerate(folded.labels)
+        for v, value in enumerate(reading.split_values)
+    ]
+    matchers = [m for m in selection.matchers if m.name != "tenant"]
+    keep = _matches(db, matchers, names, [labels for _, _, labels in candidates])
+    picked = [c for c, kept in zip(candidates, keep, strict=True) if kept]
+    if not picked:
+        return []
+    groups = np.array([g for g, _, _ in picked], dtype=np.int64)
+    splits = np.array([v for _, v, _ in picked], dtype=np.int64)
+    computed = st.values(
+        fn,
+        shifted,
+        plan,
+        interval,
+        selection.range_s,
+        folded.cumulative[groups, :, splits],
+        folded.fe[groups],
+        folded.first[groups, splits],
+    )
+    missing = np.isnan(computed)
+    values = computed.astype(object)
+    values[missing] = None
+    found = []
+    for i in np.flatnonzero(~missing.all(axis=1)):
+        label_values = picked[i][2]
+        labels = {n: value for n, value in zip(names, label_values, strict=True) if value != ""}
+        if fn == "value":
+            labels = {"__name__": metric.name, **labels}
+        found.append(Series(labels, values[i].tolist()))
+    return found
 
 
 def evaluate(
@@ -103,38 +373,27 @@ def evaluate(
     interval: float,
     top_models: int,
     tenant: str | None,
+    ranking: ModelRanking | None = None,
 ) -> list[Series]:
     """Every selected series with at least one value among `steps` (NaN elsewhere)."""
     shifted = [t - selection.offset_s for t in steps]
+    ranking = ranking or ModelRanking()
     found: list[Series] = []
     for metric in selected(selection.matchers):
-        query = series_query(metric, selection, fn, shifted, interval, top_models, tenant)
+        query = series_query(metric, selection, fn, shifted, interval, tenant, time.time())
+        if not query.to_the_end:
+            ranking.start(db, top_models, tenant)
         rows = db.query(query.sql, query.params)
         if not rows:
             continue
-        width = len(metric.labels)
-        computed = st.values(
-            fn,
-            shifted,
-            query.plan,
-            interval,
-            selection.range_s,
-            np.array([row[width + 1] for row in rows], dtype=np.float64),
-            np.array([row[width] for row in rows], dtype=np.float64),
-            np.array([row[width + 2] for row in rows], dtype=np.float64),
-        )
-        for row, row_values in zip(rows, computed.tolist(), strict=True):
-            values: list[float | None] = [None if math.isnan(v) else v for v in row_values]
-            if all(v is None for v in values):
-                continue
-            labels = {
-                name: str(value)
-                for name, value in zip(metric.labels, row[:width], strict=True)
-                if value != ""
-            }
-            if fn == "value":
-                labels = {"__name__": metric.name, **labels}
-            found.append(Series(labels, values))
+        if query.to_the_end:
+            names = [label for label in metric.labels if label != metric.reading.split]
+            tenants_models = (names.index("tenant"), names.index("model"), len(names) + 1)
+            top = ranked(([row[i] for i in tenants_models] for row in rows), top_models)
+        else:
+            top = ranking.get(db, top_models, tenant)
+        folded = fold(metric, rows, top, interval)
+        found += split_series(db, metric, folded, selection, fn, shifted, query.plan, interval)
     return found
 
 

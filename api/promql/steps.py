@@ -3,17 +3,17 @@
 A series is known by its cumulative value after each minute of a window (`C`, minute
 `k0 + i` ending at index i; everything before `k0` folded into index 0) and `fe`, the end
 of its first minute (it exists from then on). The grid samples of a step are read from C
-at the minute a sample time falls into (`minute_index`). ClickHouse returns C only at
-the indexes the steps need (`Plan.positions`) plus, per series, the value at its first
-grid sample (`first_value`); the formulas below are Prometheus' `extrapolatedRate`
-(rate, increase), `instantValue` (irate) and a plain lookup (instant selectors), applied
-to a (series x steps) array with numpy: the same IEEE operations, in the same order, as
-Prometheus (and as the SQL this replaced).
+at the minute a sample time falls into (`minute_index`). Only C at the indexes the steps
+need (`Plan.positions`) is computed, plus per series the value at its first grid sample
+(`first_value`: the increment of its first minute, as that sample comes less than a minute
+after the minute ends); the formulas below are Prometheus' `extrapolatedRate` (rate,
+increase), `instantValue` (irate) and a plain lookup (instant selectors), applied to a
+(series x steps) array with numpy: the same IEEE operations, in the same order, as
+Prometheus.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,9 +24,9 @@ Function = Literal["value", "rate", "increase", "irate"]
 Floats = npt.NDArray[np.float64]
 
 
-def minute_index(x: float, k0: int, n: int) -> int:
-    """0-based index into C of the value at time x (minutes ending at or before x)."""
-    return min(max(math.floor(x / 60) - 1 - k0, 0), n - 1)
+def minute_index(x: Floats, k0: int, n: int) -> npt.NDArray[np.int64]:
+    """0-based indexes into C of the values at times x (minutes ending at or before x)."""
+    return np.clip(np.floor(x / 60).astype(np.int64) - 1 - k0, 0, n - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +44,16 @@ class Plan:
 def plan(steps: list[float], k0: int, n: int, interval: float, range_s: float) -> Plan:
     """The C values `steps` need, independent of any series."""
     s = interval
-    lasts = [math.floor(u / s) * s for u in steps]
-    wanted = {
-        "last": [minute_index(t, k0, n) for t in lasts],
-        "prev": [minute_index(t - s, k0, n) for t in lasts],
-        "first": [minute_index(math.ceil((u - range_s) / s) * s, k0, n) for u in steps],
-    }
-    positions = sorted({i for found in wanted.values() for i in found})
-    column = {p: c for c, p in enumerate(positions)}
-    return Plan(positions, *([column[i] for i in wanted[k]] for k in ("last", "prev", "first")))
-
-
-def first_sample_sql(interval: float) -> str:
-    """SQL (over `fe`) of the time of a series' first grid sample."""
-    s = repr(float(interval))
-    return f"ceil(fe / {s}) * {s}"
+    u = np.asarray(steps, dtype=np.float64)
+    lasts = np.floor(u / s) * s
+    wanted = [
+        minute_index(lasts, k0, n),
+        minute_index(lasts - s, k0, n),
+        minute_index(np.ceil((u - range_s) / s) * s, k0, n),
+    ]
+    positions = np.unique(np.concatenate(wanted))
+    last, prev, first = (np.searchsorted(positions, found).tolist() for found in wanted)
+    return Plan(positions.tolist(), last, prev, first)
 
 
 def values(

@@ -73,8 +73,8 @@ def aggregate(op: str, vector: Vector, grouping: Grouping, steps: int) -> Vector
     result = []
     for labels, members in _groups(vector, grouping).values():
         values: list[float | None] = []
-        for i in range(steps):
-            found = [v for s in members if (v := s.values[i]) is not None]
+        for at_step in zip(*(s.values for s in members), strict=True):
+            found = [v for v in at_step if v is not None]
             values.append(reduce(found) if found else None)
         if any(present(v) for v in values):
             result.append(Series(labels, values))

@@ -21,9 +21,11 @@ import pytest
 
 from api.promql.config import MetricsConfig
 from schema.clickhouse import Database
+from schema.migrate import migrate
 from schema.tenants import TenantStore
 from tests.api.conftest import Keys, auth
 from tests.api.rows import NS, insert_spans, llm_span
+from tests.conftest import TEST_RETENTION_DAYS
 from tests.promql.conftest import keys, make_client, store
 
 pytestmark = pytest.mark.clickhouse
@@ -140,3 +142,28 @@ async def test_coarse_copies_hold_the_minute_sums(db: Database, api: httpx.Async
     }
     assert latency["llm_latency_1m"] == latency["llm_latency_1h"] == latency["llm_latency_1d"]
     assert len(latency["llm_latency_1m"]) == 2
+    assert model_minutes(db, "llm_model_counters_1m") == model_minutes(db, "llm_rollup_1m")
+
+
+MODEL_FIGURES = (
+    "toUnixTimestamp(Minute), TenantId, Model, sum(Requests), sum(InputTokens), "
+    "sum(OutputTokens), sum(CacheReadTokens), sum(ReasoningTokens), sum(CostUsd)"
+)
+
+
+def model_minutes(db: Database, table: str) -> list[tuple[Any, ...]]:
+    return db.query(f"SELECT {MODEL_FIGURES} FROM {{db}}.{table} GROUP BY ALL ORDER BY ALL")
+
+
+async def test_model_counters_migration_backfills_and_then_follows_the_rollup(
+    db: Database, api: httpx.AsyncClient
+) -> None:
+    for table in ("llm_model_counters_1m_mv", "llm_model_counters_1m"):
+        db.command(f"DROP TABLE {{db}}.{table}")
+    db.command("DELETE FROM {db}.schema_migrations WHERE version = '0013'")
+    assert migrate(db, TEST_RETENTION_DAYS) == ["0013_llm_model_counters_1m"]
+    expected = model_minutes(db, "llm_rollup_1m")
+    assert len(expected) == 5 and model_minutes(db, "llm_model_counters_1m") == expected
+    insert_spans(db, [at(E + 5 * 3600 + 11 * 60 + 30, "claude-3"), at(E + 7 * 3600)])
+    assert model_minutes(db, "llm_model_counters_1m") == model_minutes(db, "llm_rollup_1m")
+    assert migrate(db, TEST_RETENTION_DAYS) == []
