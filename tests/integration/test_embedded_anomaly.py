@@ -58,7 +58,11 @@ def test_a_5x_spike_yields_one_tenant_cost_anomaly_and_none_for_others(tmp_path:
         assert anomaly["tenant"] == "spiky"
         assert Decimal(str(anomaly["value"])) == COST * 50
         assert Decimal(str(anomaly["average"])) == COST * 10
-        time.sleep(1.5)  # the steady tenant's last window has closed too
+
+        def steady_requests() -> int:
+            windows = proc.get("/api/v1/windows", steady, scope="tenant").json()["windows"]
+            return sum(int(w["requests"]) for w in windows)
+
+        # every window of the steady tenant closed (a fixed sleep was flaky on a busy box)
+        wait_for(lambda: steady_requests() == 60 or None, timeout=10)
         assert cost_anomalies(steady) == []
-        windows = proc.get("/api/v1/windows", steady, scope="tenant").json()["windows"]
-        assert sum(w["requests"] for w in windows) == 60

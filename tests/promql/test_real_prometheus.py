@@ -82,7 +82,10 @@ def test_llmtel_agrees_with_a_real_prometheus(
     with serve_app(app) as target, run_prometheus(target, keys.admin, tmp_path, SCRAPE_S) as prom:
         first_scrape = prom.started_at
         assert first_scrape < new_minute + 60 - 2, "Prometheus must see the step happen"
-        wait_for(lambda: time.time() > new_minute + 60 + 25, timeout=200, interval=1)
+        # 25 s past the step, and scraped long enough for the range query below to have a
+        # dozen 5 s steps (Prometheus may start up to ~45 s into the new minute)
+        ready_at = max(new_minute + 60 + 25, first_scrape + 3 + 5 * 14 + 2)
+        wait_for(lambda: time.time() > ready_at, timeout=200, interval=1)
         t_eval = math.floor(time.time()) - 2.0  # both sides have every sample up to here
         base = f"http://{target}/prometheus/api/v1"
         for expr in EXPRESSIONS:
