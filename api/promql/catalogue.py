@@ -279,7 +279,7 @@ def source_sql(
     )
 
 
-_COLUMNS = {
+_COLUMNS: dict[Rollup, str] = {
     "counters": "TenantId, ServiceName, Model, Requests, Errors, InputTokens, OutputTokens, "
     "CacheReadTokens, ReasoningTokens, CostUsd",
     "latency": "TenantId, Model, Requests, DurationSumS, DurationBuckets, TtftCount, TtftSumS, "
@@ -287,33 +287,45 @@ _COLUMNS = {
 }
 
 
+def tiered_rows(
+    rollup: Rollup, columns: str, minutes_from_s: int, until_s: int | None, where: list[str]
+) -> str:
+    """SQL: `Minute` and `columns` of every row of `rollup` up to `until_s` (None: all)
+    that meets the conditions `where`: minutes from the hour of `minutes_from_s` on from the
+    minute table, whole hours of that day before it from the hourly copy, whole days before
+    from the daily copy (a coarse row's `Minute` is its bucket's start). An empty grain is
+    not read."""
+    hour = max(minutes_from_s // HOURS.seconds * HOURS.seconds, 0)
+    day = hour // DAYS.seconds * DAYS.seconds
+    minutes = f"Minute >= toDateTime({hour})"
+    if until_s is not None:
+        minutes += f" AND Minute <= toDateTime({max(until_s, 0)})"
+    parts = [
+        (DAYS, f"Day < toDateTime({day})", day > 0),
+        (HOURS, f"Hour >= toDateTime({day}) AND Hour < toDateTime({hour})", hour > day),
+        (MINUTES, minutes, True),
+    ]
+    return " UNION ALL ".join(
+        f"SELECT {tier.time_select()}, {columns} FROM {{db}}.{tier.table(rollup)} "
+        f"WHERE {' AND '.join([cond, *where])}"
+        for tier, cond, wanted in parts
+        if wanted
+    )
+
+
 def tiered_source(
     metric: Metric, top_models: int, minutes_from_s: int, until_s: int, scope: str
 ) -> str:
     """Increments of `metric` for every minute up to `until_s`, under `scope`.
 
-    Minutes from the hour of `minutes_from_s` on come from the minute table; whole hours of
-    that day before them from the hourly copy; whole days before from the daily copy. The
-    rows of a coarse tier carry their bucket's start as `Minute`: fine for sums and for
-    "did the series exist before `minutes_from_s`", nothing finer. `scope` is a condition on
-    the rollup columns (the tenant); bounds are whole seconds written into the SQL. The
-    metric's own SQL (labels, ARRAY JOIN, model folding) is applied once, over the union of
-    the three reads: the engine's planning time grows with the size of the statement.
+    The rows come from `tiered_rows` (minutes, hours, days). The rows of a coarse tier
+    carry their bucket's start as `Minute`: fine for sums and for "did the series exist
+    before `minutes_from_s`", nothing finer. `scope` is a condition on the rollup columns
+    (the tenant). The metric's own SQL (labels, ARRAY JOIN, model folding) is applied once,
+    over the union of the three reads: the engine's planning time grows with the size of
+    the statement.
     """
-    hour = max(minutes_from_s // HOURS.seconds * HOURS.seconds, 0)
-    day = hour // DAYS.seconds * DAYS.seconds
-    parts = [
-        (DAYS, f"Day < toDateTime({day})"),
-        (HOURS, f"Hour >= toDateTime({day}) AND Hour < toDateTime({hour})"),
-        (MINUTES, f"Minute >= toDateTime({hour}) AND Minute <= toDateTime({max(until_s, 0)})"),
-    ]
-    latency = "llm_latency_$GRAIN" in metric.sql
-    kind = "latency" if latency else "counters"
-    union = " UNION ALL ".join(
-        f"SELECT {tier.time_select()}, {_COLUMNS[kind]} "
-        f"FROM {{db}}.llm_{f'latency_{tier.grain}' if latency else tier.counters()} "
-        f"WHERE {cond} AND {scope}"
-        for tier, cond in parts
-    )
-    table = "{db}.llm_latency_$GRAIN" if latency else "{db}.llm_$COUNTERS"
+    rollup: Rollup = "latency" if metric.reading.rollup == "latency" else "counters"
+    union = tiered_rows(rollup, _COLUMNS[rollup], minutes_from_s, until_s, [scope])
+    table = "{db}.llm_latency_$GRAIN" if rollup == "latency" else "{db}.llm_$COUNTERS"
     return source_sql(metric.replace_table(table, f"({union})"), top_models, "", MINUTES)

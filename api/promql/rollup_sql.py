@@ -34,12 +34,10 @@ import numpy as np
 from api.promql import steps as st
 from api.promql.catalogue import (
     DAYS,
-    HOURS,
     LABEL_COLUMNS,
-    MINUTES,
     Metric,
-    Rollup,
     source_sql,
+    tiered_rows,
     tiered_source,
 )
 from api.promql.errors import BadData
@@ -125,32 +123,6 @@ class ModelRanking:
             params,
         )
         return ranked(rows, top_models)
-
-
-def tiered_rows(
-    rollup: Rollup, columns: str, minutes_from_s: int, until_s: int | None, where: list[str]
-) -> str:
-    """SQL: `Minute` and `columns` of every row of `rollup` up to `until_s` (None: all)
-    that meets the conditions `where`: minutes from the hour of `minutes_from_s` on from the
-    minute table, whole hours of that day before it from the hourly copy, whole days before
-    from the daily copy (a coarse row's `Minute` is its bucket's start). An empty grain is
-    not read."""
-    hour = max(minutes_from_s // HOURS.seconds * HOURS.seconds, 0)
-    day = hour // DAYS.seconds * DAYS.seconds
-    minutes = f"Minute >= toDateTime({hour})"
-    if until_s is not None:
-        minutes += f" AND Minute <= toDateTime({max(until_s, 0)})"
-    parts = [
-        (DAYS, f"Day < toDateTime({day})", day > 0),
-        (HOURS, f"Hour >= toDateTime({day}) AND Hour < toDateTime({hour})", hour > day),
-        (MINUTES, minutes, True),
-    ]
-    return " UNION ALL ".join(
-        f"SELECT {tier.time_select()}, {columns} FROM {{db}}.{tier.table(rollup)} "
-        f"WHERE {' AND '.join([cond, *where])}"
-        for tier, cond, wanted in parts
-        if wanted
-    )
 
 
 def _bucket_sql(positions: list[int], k0: int, n: int) -> str:
