@@ -35,7 +35,9 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Decompressed limit.")
     bus_capacity_spans: int = Field(200_000, gt=0, description="Spans accepted but not written.")
-    batch_max_rows: int = Field(20_000, gt=0, description="Rows per ClickHouse insert at most.")
+    batch_max_rows: int = Field(
+        20_000, gt=0, description="Rows taken from the bus per batch (prepared together)."
+    )
     batch_max_wait_s: float = Field(0.25, gt=0)
     insert_max_rows: int = Field(
         60_000,

@@ -124,8 +124,7 @@ class SpanWriter:
             prepared = await future
         except Exception as exc:  # the preparing machinery itself failed: set all aside
             log.exception("a batch could not be prepared", extra={"requests": len(messages)})
-            prepared = PreparedBlock(b"", 0, 0, [], [])
-            prepared.failures = [(i, repr(exc)) for i in range(len(messages))]
+            prepared = PreparedBlock(b"", 0, 0, [], [(i, repr(exc)) for i in range(len(messages))])
         for index, reason in prepared.failures:
             self._set_aside(messages[index], PreparationFailed(reason))
         return prepared

@@ -82,9 +82,10 @@ def _where(rng: OverviewRange, tenant: str | None) -> tuple[str, dict[str, Any]]
     return where, params
 
 
+# the totals' columns (latency quantiles come from the sketch tables: `sketch_source`)
 _SOURCE_COLUMNS = (
     "TenantId, Model, Requests, Errors, InputTokens, OutputTokens, CacheReadTokens, "
-    "ReasoningTokens, CostUsd, UnpricedRequests, DurationNs, TimeToFirstTokenMs"
+    "ReasoningTokens, CostUsd, UnpricedRequests"
 )
 
 
@@ -105,7 +106,7 @@ def rollup_source(
     minutes: str = "llm_rollup_1m",
 ) -> tuple[str, dict[str, Any]]:
     """A subquery over the range: whole hours from the `hours` table, the partial hours at
-    either edge from the `minutes` table; both hold the same sums and mergeable states."""
+    either edge from the `minutes` table; both hold the same sums (or mergeable states)."""
     scope = "" if tenant is None else " AND TenantId = {tenant:String}"
     params: dict[str, Any] = {"start": rng.start_s, "end": rng.end_s}
     if tenant is not None:
