@@ -2,14 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PY_STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-native
+NATIVE_SOURCES := $(wildcard native/src/*.rs native/llmtel_native/*) native/Cargo.toml native/Cargo.lock native/pyproject.toml
 
 .PHONY: run test lint format typecheck unit bench install clean prometheus-tools
 
-$(STAMP): pyproject.toml
+$(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(PY_STAMP)
+
+## The compiled hot path (native/, Rust through maturin: cargo fetches its crates).
+$(STAMP): $(PY_STAMP) $(NATIVE_SOURCES)
+	$(BIN)/pip install --quiet ./native
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -64,7 +64,15 @@ from streams.pricing import (
 )
 from streams.redact import content_filter, is_content, is_message_event
 
-__all__ = ["normalize", "normalize_payload", "attribute_value_string"]
+__all__ = [
+    "normalize",
+    "normalize_payload",
+    "attribute_value_string",
+    "decode_key_value",
+    "service_name_entry",
+    "token_count",
+    "ttft_ms",
+]
 
 # --- wire-compatible "raw" views of the OTLP trace messages ---------------------------------
 
@@ -519,7 +527,7 @@ def _compile_extractor(present: frozenset[str]) -> Extractor:
             lines.append(f"    {name} = 0")
         else:
             lines.append(f"    {name} = int({text(slot, '')})")
-            lines.append(f"    if {name} < 0: raise ValueError")
+            lines.append(f"    if not 0 <= {name} < {_MAX_COUNT}: raise ValueError")
     has_tokens = any(keys[slot] is not None for slot in semconv.TOKEN_SLOTS)
     has_usage = keys[_INPUT] is not None or keys[_OUTPUT] is not None
     fields = [
@@ -549,7 +557,7 @@ def _extract_slowly(present: frozenset[str], attributes: dict[str, str]) -> Extr
 
     def count(slot: int) -> int:
         value = text(slot)
-        return 0 if value is None else _count(value)
+        return 0 if value is None else token_count(value)
 
     return (
         text(_PROVIDER) or "",
@@ -568,8 +576,11 @@ def _extract_slowly(present: frozenset[str], attributes: dict[str, str]) -> Extr
     )
 
 
-def _count(text: str) -> int:
-    """A token count attribute (int, integral double or numeric string); 0 if invalid."""
+def token_count(text: str) -> int:
+    """A token count attribute (int, integral double or numeric string); 0 if invalid.
+
+    Invalid includes negative and beyond UInt64 (the column's type): one absurd count must
+    not make the whole batch unstorable."""
     try:
         number = int(text)
     except ValueError:
@@ -580,16 +591,20 @@ def _count(text: str) -> int:
         if not as_float.is_integer():
             return 0
         number = int(as_float)
-    return number if number >= 0 else 0
+    return number if 0 <= number < _MAX_COUNT else 0
+
+
+_MAX_COUNT: Final = 2**64
 
 
 def _ttft_ms(signature: tuple[str, ...], text: str) -> float | None:
     key = _best_keys(_LLM_KEYS.intersection(signature))[_TTFT]
     assert key is not None
-    return _ms(key, text)
+    return ttft_ms(key, text)
 
 
-def _ms(key: str, text: str) -> float | None:
+def ttft_ms(key: str, text: str) -> float | None:
+    """A time-to-first-token attribute of `key` in milliseconds, None if not a duration."""
     try:
         value = float(text)
     except ValueError:
@@ -693,10 +708,22 @@ def _service_name(raws: Iterable[bytes]) -> str:
     """`service.name` if it is a string attribute (the collector uses Value.Str())."""
     name = ""
     for raw in raws:
-        kv = KeyValue.FromString(raw)
-        if kv.key == semconv.SERVICE_NAME:
-            name = kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else ""
+        key, value = service_name_entry(raw)
+        if key == semconv.SERVICE_NAME:
+            name = value
     return name
+
+
+def service_name_entry(raw: bytes) -> tuple[str, str]:
+    """A resource attribute's key and its string value ("" if the value is not a string)."""
+    kv = KeyValue.FromString(raw)
+    return kv.key, kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else ""
+
+
+def decode_key_value(raw: bytes) -> tuple[str, str]:
+    """One serialized KeyValue as (key, value string), through the protobuf runtime."""
+    kv = KeyValue.FromString(raw)
+    return kv.key, attribute_value_string(kv.value)
 
 
 Quote = tuple[PriceFn | None, str]

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from streams.prepare import Job, PreparedBlock, prepare_block
+from streams.native_prepare import prepare_block
+from streams.prepare import Job, PreparedBlock
 from streams.pricing import Pricer
 
 log = logging.getLogger(__name__)

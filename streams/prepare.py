@@ -1,13 +1,14 @@
 """Accepted requests -> one insert-ready Native block of span rows, plus the window input.
 
-    prepare_block(jobs, column_types, window_ns, pricer) -> PreparedBlock
+    prepare_block_reference(jobs, column_types, window_ns, pricer) -> PreparedBlock
 
-Pure (no I/O): normalise every request, encode the rows as one ClickHouse Native block, and
-sum the LLM spans per tenant, window and model for the window aggregator. It is the whole
-per-span cost of storing spans, so it is what `streams.pool.PreparePool` runs in worker
-processes: the process that owns the engine then only hands bytes and sums over. A request
-that cannot be normalised is listed in `failures` (the caller sets it aside as a dead letter)
-and the others are kept.
+The reference implementation, in Python: `streams.native_prepare.prepare_block` computes the
+same thing with compiled code, and that is what runs. Pure (no I/O): normalise every
+request, encode the rows as one ClickHouse Native block, and sum the LLM spans per tenant,
+window and model for the window aggregator. It is the whole per-span cost of storing spans,
+so it is what `streams.pool.PreparePool` runs in worker processes: the process that owns
+the engine then only hands bytes and sums over. A request that cannot be normalised is
+listed in `failures` (the caller sets it aside as a dead letter) and the others are kept.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class PreparedBlock:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (job index, what failed)
 
 
-def prepare_block(
+def prepare_block_reference(
     jobs: Sequence[Job], column_types: Sequence[str], window_ns: int, pricer: Pricer
 ) -> PreparedBlock:
     batch = SpanBatch()

@@ -231,7 +231,40 @@ class _IntPrice:
                 return fallback(inp, out, cr, cw, rs)
             return e12_to_usd(e12)
 
+        # the same form as integers, for the compiled normaliser (`linear_form`)
+        simple.linear = (  # type: ignore[attr-defined]
+            c_in,
+            c_out,
+            c_cr,
+            c_cw,
+            c_rs,
+            s_cr,
+            s_cw,
+            s_rs,
+            constant,
+            factor,
+        )
         return simple
+
+
+def linear_form(fn: PriceFn) -> tuple[int, ...] | None:
+    """The integers of a linear price function, for code that evaluates it elsewhere.
+
+    (c_input, c_output, c_cache_read, c_cache_write, c_reasoning, split_cache_read,
+    split_cache_write, split_reasoning, constant, factor): the cost in 1e-12 USD is
+    `factor * (c_input * (input - cache_read - cache_write) + c_output * (output - reasoning)
+    + c_cache_read * cache_read + c_cache_write * cache_write + c_reasoning * reasoning
+    + constant)`, refused when `input - cache_read * split_cache_read - cache_write *
+    split_cache_write < 0` or `output - reasoning * split_reasoning < 0`, and only exact while
+    the sum stays below 10**27 (beyond that, call `fn`). None for any other price function.
+    """
+    linear: tuple[int, ...] | None = getattr(fn, "linear", None)
+    return linear
+
+
+def usd_to_e12(value: Decimal) -> int:
+    """A cost quantized to 12 places as an integer number of 1e-12 USD."""
+    return int(value.scaleb(COST_PLACES, _CTX))
 
 
 def bisect_left_strict(thresholds: tuple[int, ...], value: int) -> int:
@@ -298,7 +331,7 @@ def _library_e12(
     quantized = quantize_usd(total)
     if quantized is None:
         return None
-    return int(quantized.scaleb(COST_PLACES, _CTX))
+    return usd_to_e12(quantized)
 
 
 def _agrees_with_library(price: _IntPrice, model_price: _gp.ModelPrice) -> bool:

@@ -365,11 +365,16 @@ def partial_windows(batch: SpanBatch, window_ns: int) -> list[WindowPartial]:
             group.cost += cost
         group.durations.append(duration)
     for group in groups.values():
-        buckets = group.buckets
-        for duration in group.durations:
-            index = _bucket(duration)
-            buckets[index] = buckets.get(index, 0) + 1
+        bucket_durations(group)
     return list(groups.values())
+
+
+def bucket_durations(partial: WindowPartial) -> None:
+    """Count the partial's durations into its latency buckets."""
+    buckets = partial.buckets
+    for duration in partial.durations:
+        index = _bucket(duration)
+        buckets[index] = buckets.get(index, 0) + 1
 
 
 _SCOPE_ORDER = {Scope.TENANT: 0, Scope.MODEL: 1, Scope.SERVICE: 2}

@@ -16,7 +16,8 @@ from schema.messages import BusFull, HandoffUnavailable, OtlpMessage
 from schema.models import TenantSettings
 from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
 from streams.bus import InProcessBus
-from streams.prepare import Job, PreparedBlock, prepare_block
+from streams.native_prepare import prepare_block
+from streams.prepare import Job, PreparedBlock
 from streams.pricing import Pricer
 from streams.windows import WindowPartial
 from streams.writer import Prepare, SpanWriter, joined

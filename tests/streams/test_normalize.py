@@ -24,8 +24,10 @@ from schema.messages import OtlpMessage
 from schema.models import ModelPriceOverride, PrivacyPolicy, TenantSettings
 from schema.spans import SPAN_COLUMNS
 from streams.normalize import attribute_value_string, normalize, normalize_payload
+from streams.prepare import Job
 from streams.pricing import Pricer, ns_to_datetime
 from streams.redact import EMAIL, hash_text
+from tests.native.parity import assert_native_agrees
 
 PRICER = Pricer()
 START = 1_760_000_000_123_456_789  # 2025-10-09
@@ -97,6 +99,9 @@ def run(
 ) -> tuple[list[dict[str, Any]], int]:
     message = OtlpMessage(tenant, START + 10**9, req, 0)
     batch = normalize(message, settings or TenantSettings(), PRICER)
+    # every case here also checks the compiled normaliser against this reference
+    payload = req.SerializeToString()
+    assert_native_agrees([Job(tenant, START + 10**9, payload, settings or TenantSettings())])
     assert len(batch.columns) == len(SPAN_COLUMNS)
     assert len({len(column) for column in batch.columns}) == 1
     rows = [
@@ -501,6 +506,17 @@ def test_token_values_that_are_not_plain_ints() -> None:
         }
     )
     assert (negative["LlmInputTokens"], negative["LlmOutputTokens"]) == (0, 0)
+    # beyond UInt64: invalid too (it used to make the whole batch fail to encode)
+    huge = llm_row(
+        {
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": "99999999999999999999999",
+            "gen_ai.usage.output_tokens": 1e30,
+            "gen_ai.usage.cache_read.input_tokens": str(2**64 - 1),
+        }
+    )
+    assert (huge["LlmInputTokens"], huge["LlmOutputTokens"]) == (0, 0)
+    assert huge["LlmCacheReadTokens"] == 2**64 - 1
 
 
 def test_is_llm() -> None:

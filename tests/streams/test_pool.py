@@ -14,8 +14,9 @@ import pytest
 
 from bench.workload import typical_request
 from schema.models import TenantSettings
+from streams.native_prepare import prepare_block
 from streams.pool import PreparePool, merge
-from streams.prepare import Job, PreparedBlock, prepare_block
+from streams.prepare import Job, PreparedBlock
 from streams.pricing import Pricer
 from streams.windows import WindowConfig
 
