@@ -6,7 +6,7 @@ process, drives it with pre-encoded OTLP/HTTP protobuf requests of 512 typical s
 1. saturation: N concurrent senders for D seconds (503 -> retry after a short pause);
    sustained rate = acknowledged spans / time until all of them are stored, and the steady
    stored rate over the last two thirds of D; server CPU per span (from /proc);
-2. latency: open-loop load at 70% of that rate; p50/p99 acknowledgement latency;
+2. latency: open-loop load at 70% of that rate (or --paced-rate); p50/p99 acknowledgement latency;
 3. freshness (during 2): a marker span's time from acknowledgement to being queryable;
 4. peak RSS of the server process.
 
@@ -225,12 +225,13 @@ async def main(args: argparse.Namespace) -> None:
                 f"(+ this load generator {client_cpu / acked * 1e6:.1f} us); "
                 f"server CPU alone would allow {2e6 / per_span:,.0f} spans/s on 2 idle cores"
             )
-            target = 0.7 * sustained
+            target = args.paced_rate or 0.7 * sustained
+            share = f"{target / sustained:.0%} of sustained"
             latencies, freshness, refused2 = await paced(
                 "127.0.0.1", server.http_port, api, requests, target, args.seconds, key
             )
             print(
-                f"at 70% ({target:,.0f} spans/s, {len(latencies)} requests): ack latency "
+                f"paced at {target:,.0f} spans/s ({share}, {len(latencies)} requests): ack latency "
                 f"p50 {pct(latencies, 0.5) * 1000:.1f} ms, "
                 f"p99 {pct(latencies, 0.99) * 1000:.1f} ms, "
                 f"max {max(latencies, default=0) * 1000:.1f} ms; refused {refused2}"
@@ -250,4 +251,10 @@ if __name__ == "__main__":
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--requests", type=int, default=64, help="distinct pre-encoded requests")
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0,
+        help="spans/s of the latency phase (default: 70%% of the measured sustained rate)",
+    )
     asyncio.run(main(parser.parse_args()))
