@@ -43,7 +43,9 @@ NativeQuote = tuple[str, tuple[int, ...] | None, Any] | None
 def prepare_block(
     jobs: Sequence[Job], column_types: Sequence[str], window_ns: int, pricer: Pricer
 ) -> PreparedBlock:
-    """What `streams.prepare.prepare_block_reference` returns, computed by compiled code."""
+    """What `streams.prepare.prepare_block_reference` returns, computed by compiled code.
+
+    `window_ns` 0: no window sums (a caller that keeps no windows, like the Kafka sink)."""
     pricer.refresh()
     native_jobs = [
         (

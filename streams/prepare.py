@@ -46,6 +46,7 @@ class PreparedBlock:
 def prepare_block_reference(
     jobs: Sequence[Job], column_types: Sequence[str], window_ns: int, pricer: Pricer
 ) -> PreparedBlock:
+    """`window_ns` 0: no window sums (a caller that keeps no windows)."""
     batch = SpanBatch()
     failures: list[tuple[int, str]] = []
     for index, job in enumerate(jobs):
@@ -58,5 +59,5 @@ def prepare_block_reference(
             continue
         batch.extend(rows)
     block = encode_native(SPAN_COLUMNS, column_types, batch.columns) if len(batch) else b""
-    windows = partial_windows(batch, window_ns)
+    windows = partial_windows(batch, window_ns) if window_ns else []
     return PreparedBlock(block, len(batch), batch.unpriced, windows, failures)

@@ -84,12 +84,12 @@ from schema.kafka import (
     decode_otlp,
 )
 from schema.models import TenantSettings
-from schema.native import encode_native
-from schema.spans import SPAN_COLUMNS, SPANS_TABLE, SpanBatch
+from schema.spans import SPAN_COLUMNS, SPANS_TABLE
 from schema.window_store import insert_anomalies, insert_windows
 from schema.windows import ANOMALIES_TOPIC, WINDOWS_TOPIC, AnomalyRecord, WindowRecord
 from streams import metrics
-from streams.normalize import normalize_payload
+from streams.native_prepare import prepare_block
+from streams.prepare import Job, PreparedBlock
 from streams.pricing import Pricer
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,10 @@ class _DeadLetter:
     delivery: asyncio.Future[Any] | None = None
 
 
+class PreparationFailed(Exception):
+    """A span message could not be turned into rows; the message says why."""
+
+
 @dataclass(slots=True)
 class _Decoded:
     """One consumed message, decoded: rows to store, or a dead letter."""
@@ -176,7 +180,7 @@ class _Decoded:
     tp: Any  # TopicPartition
     offset: int
     timestamp_ms: int
-    spans: SpanBatch | None = None
+    spans: PreparedBlock | None = None
     window: WindowRecord | None = None
     anomaly: AnomalyRecord | None = None
     dead: _DeadLetter | None = None
@@ -185,7 +189,9 @@ class _Decoded:
 @dataclass(slots=True)
 class _Batch:
     ranges: dict[Any, _Range] = field(default_factory=dict)
-    spans: SpanBatch = field(default_factory=SpanBatch)
+    blocks: list[bytes] = field(default_factory=list)  # Native blocks: one insert, one part
+    span_rows: int = 0
+    unpriced: int = 0
     windows: list[WindowRecord] = field(default_factory=list)
     anomalies: list[AnomalyRecord] = field(default_factory=list)
     dead: list[_DeadLetter] = field(default_factory=list)
@@ -194,15 +200,17 @@ class _Batch:
 
     @property
     def rows(self) -> int:
-        return len(self.spans) + len(self.windows) + len(self.anomalies)
+        return self.span_rows + len(self.windows) + len(self.anomalies)
 
     def take(self, item: _Decoded) -> None:
         """Add the item's content (not its offset: see `KafkaSink._add`)."""
         if not self.messages:
             self.opened = time.monotonic()
         self.messages += 1
-        if item.spans is not None:
-            self.spans.extend(item.spans)
+        if item.spans is not None and item.spans.rows:
+            self.blocks.append(item.spans.block)
+            self.span_rows += item.spans.rows
+            self.unpriced += item.spans.unpriced
         if item.window is not None:
             self.windows.append(item.window)
         if item.anomaly is not None:
@@ -516,23 +524,22 @@ class KafkaSink:
         for tp, r in batch.ranges.items():
             self._pending[tp] = max(self._pending.get(tp, 0), r.end)
         if not replay:
-            metrics.INSERT_ROWS.inc(len(batch.spans))
-            if batch.spans.unpriced:
-                metrics.UNPRICED_SPANS.inc(batch.spans.unpriced)
-        self.stored_spans += len(batch.spans)
+            metrics.INSERT_ROWS.inc(batch.span_rows)
+            if batch.unpriced:
+                metrics.UNPRICED_SPANS.inc(batch.unpriced)
+        self.stored_spans += batch.span_rows
         self.stored_batches += 1
 
     def _store(self, batch: _Batch, token: str, record: bool) -> None:
         """Runs in a worker thread; every step is idempotent, so a retry redoes all."""
         if record and batch.ranges:
             self._record(batch.ranges, token)
-        if len(batch.spans):
+        if batch.span_rows:
             started = time.perf_counter()
-            types = self._db.column_types(SPANS_TABLE, SPAN_COLUMNS)
             self._db.insert_native(
                 SPANS_TABLE,
                 SPAN_COLUMNS,
-                encode_native(SPAN_COLUMNS, types, batch.spans.columns),
+                b"".join(batch.blocks),
                 settings={**DEDUP_SETTINGS, "insert_deduplication_token": token},
             )
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
@@ -602,10 +609,14 @@ class KafkaSink:
             # not guarded: a failing settings lookup is ClickHouse being away, not bad input
             settings = self._tenants.get_settings(message.tenant_id)
             assert value is not None  # decode_otlp refuses a missing value
+            # compiled (streams.native_prepare); no window sums: the faust workers keep windows
+            types = self._db.column_types(SPANS_TABLE, SPAN_COLUMNS)
+            job = Job(message.tenant_id, message.received_at_ns, value, settings)
             try:
-                item.spans = normalize_payload(
-                    value, message.tenant_id, message.received_at_ns, settings, self._pricer
-                )
+                prepared = prepare_block([job], types, 0, self._pricer)
+                if prepared.failures:
+                    raise PreparationFailed(prepared.failures[0][1])
+                item.spans = prepared
             except Exception as exc:
                 log.exception(
                     "message could not be normalised; sent to the dead-letter topic",

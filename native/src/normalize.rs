@@ -861,7 +861,8 @@ impl<'py, 'n> Batch<'py, 'n> {
         rows.cost.push(cost);
         rows.cost_source.push(source.as_bytes());
         rows.ttft_ms.push(ttft);
-        if is_llm {
+        if is_llm && self.n.window_ns > 0 {
+            // window_ns 0: the caller keeps no windows
             let errored = status_code == "Error";
             add_to_window(
                 job,
@@ -1105,8 +1106,8 @@ impl Normalizer {
                 "expected {COLUMNS} span columns"
             )));
         }
-        if slot_of.values().any(|&(slot, _)| slot >= SLOT_COUNT) || window_ns == 0 {
-            return Err(PyValueError::new_err("invalid slot table or window length"));
+        if slot_of.values().any(|&(slot, _)| slot >= SLOT_COUNT) {
+            return Err(PyValueError::new_err("a slot number in the slot table is out of range"));
         }
         Ok(Normalizer {
             slot_of,

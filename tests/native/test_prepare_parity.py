@@ -293,3 +293,10 @@ def test_any_failure_keeps_nothing_of_that_request() -> None:
     prepared = assert_native_agrees(jobs)
     assert [index for index, _ in prepared.failures] == [0]
     assert prepared.rows == 4
+
+
+def test_without_window_sums() -> None:
+    """window_ns 0 (the Kafka sink keeps no windows): the same block, no sums."""
+    jobs = [Job("acme", START, typical_request(32, seed=seed), TenantSettings()) for seed in (5, 6)]
+    prepared = assert_native_agrees(jobs, window_ns=0)
+    assert prepared.rows == 64 and prepared.windows == []
