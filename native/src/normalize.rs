@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -335,12 +336,13 @@ pub struct Normalizer {
     ms: Py<PyAny>,
     parse_cost: Py<PyAny>,
     service_name_entry: Py<PyAny>,
-    content_keys: HashMap<String, bool>,
+    /// `is_content` answers by key; not held across calls into Python (threads share this)
+    content_keys: Mutex<HashMap<String, bool>>,
 }
 
 struct Batch<'py, 'n> {
     py: Python<'py>,
-    n: &'n mut Normalizer,
+    n: &'n Normalizer,
     rows: Rows,
     unpriced: u64,
     windows: Vec<Window>,
@@ -442,7 +444,7 @@ fn plain_float(text: &str) -> Option<f64> {
 
 impl<'py, 'n> Batch<'py, 'n> {
     fn is_content(&mut self, key: &str) -> Result<bool> {
-        if let Some(&known) = self.n.content_keys.get(key) {
+        if let Some(&known) = self.n.content_keys.lock().expect("not poisoned").get(key) {
             return Ok(known);
         }
         let known: bool = self
@@ -452,10 +454,11 @@ impl<'py, 'n> Batch<'py, 'n> {
             .call1((key,))
             .and_then(|v| v.extract())
             .map_err(py_err)?;
-        if self.n.content_keys.len() >= MAX_CACHED_KEYS {
-            self.n.content_keys.clear();
+        let mut keys = self.n.content_keys.lock().expect("not poisoned");
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
         }
-        self.n.content_keys.insert(key.to_string(), known);
+        keys.insert(key.to_string(), known);
         Ok(known)
     }
 
@@ -1107,7 +1110,9 @@ impl Normalizer {
             )));
         }
         if slot_of.values().any(|&(slot, _)| slot >= SLOT_COUNT) {
-            return Err(PyValueError::new_err("a slot number in the slot table is out of range"));
+            return Err(PyValueError::new_err(
+                "a slot number in the slot table is out of range",
+            ));
         }
         Ok(Normalizer {
             slot_of,
@@ -1126,14 +1131,14 @@ impl Normalizer {
             ms,
             parse_cost,
             service_name_entry,
-            content_keys: HashMap::new(),
+            content_keys: Mutex::new(HashMap::new()),
         })
     }
 
     /// jobs: (tenant, received_at_ns, payload, content filter, quote) per export request.
     /// Returns (block, rows, unpriced, windows, failures); see `streams.native_prepare`.
     fn prepare<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         jobs: &Bound<'py, PyList>,
     ) -> PyResult<Bound<'py, PyTuple>> {

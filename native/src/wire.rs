@@ -38,7 +38,10 @@ impl<'a> Reader<'a> {
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
-            let byte = *self.buf.get(self.pos).ok_or("DecodeError: truncated varint")?;
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or("DecodeError: truncated varint")?;
             self.pos += 1;
             if shift < 64 {
                 value |= u64::from(byte & 0x7F) << shift;
@@ -54,8 +57,14 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or("DecodeError: length overflow")?;
-        let out = self.buf.get(self.pos..end).ok_or("DecodeError: truncated field")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or("DecodeError: length overflow")?;
+        let out = self
+            .buf
+            .get(self.pos..end)
+            .ok_or("DecodeError: truncated field")?;
         self.pos = end;
         Ok(out)
     }
@@ -107,7 +116,8 @@ impl<'a> Reader<'a> {
                     self.take(8)?;
                 }
                 LEN => {
-                    let n = usize::try_from(self.varint()?).map_err(|_| "DecodeError: length overflow")?;
+                    let n = usize::try_from(self.varint()?)
+                        .map_err(|_| "DecodeError: length overflow")?;
                     self.take(n)?;
                 }
                 FIXED32 => {

@@ -9,6 +9,7 @@ and requests that fail.
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -25,8 +26,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from bench.workload import typical_request
 from schema import semconv
 from schema.models import ModelPriceOverride, PrivacyPolicy, TenantSettings
+from streams.native_prepare import prepare_block
 from streams.prepare import Job
-from tests.native.parity import assert_native_agrees
+from tests.native.parity import PRICER, assert_native_agrees
+from tests.schema.test_native import span_column_types
 
 START = 1_760_000_000_123_456_789
 
@@ -300,3 +303,22 @@ def test_without_window_sums() -> None:
     jobs = [Job("acme", START, typical_request(32, seed=seed), TenantSettings()) for seed in (5, 6)]
     prepared = assert_native_agrees(jobs, window_ns=0)
     assert prepared.rows == 64 and prepared.windows == []
+
+
+def test_threads_share_the_compiled_normaliser() -> None:
+    """`LLMTEL_PREPARE_WORKERS=0` and the Kafka sink prepare in threads at the same time,
+    through one cached normaliser; its privacy-filter callbacks let threads interleave."""
+    batches = [
+        [
+            Job("acme", START, typical_request(64, seed=seed * 10 + i), SETTINGS[i % 3])
+            for i in range(4)
+        ]
+        for seed in range(8)
+    ]
+    types = span_column_types()
+    expected = [prepare_block(jobs, types, 10**9, PRICER).block for jobs in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            blocks = list(pool.map(lambda jobs: prepare_block(jobs, types, 10**9, PRICER), batches))
+            assert [prepared.failures for prepared in blocks] == [[]] * len(batches)
+            assert [prepared.block for prepared in blocks] == expected
