@@ -201,7 +201,10 @@ async def timed(
     return name, statistics.median(samples), p95
 
 
-async def measure(db: Database, store: TenantStore, spans: int, runs: int) -> None:
+async def measure(
+    db: Database, store: TenantStore, spans: int, runs: int, at: float | None
+) -> None:
+    """`at`: evaluate as of this UNIX time (the overview's end, PromQL's time); None: now."""
     # imported here so that a load-only run does not need the API to import
     from api.app import create_app
     from streams.unit_prices import GenaiUnitPrices
@@ -223,10 +226,12 @@ async def measure(db: Database, store: TenantStore, spans: int, runs: int) -> No
         ]:  # fmt: skip
             return lambda _: http.get(path, params=params, headers=headers)
 
+        ending = {} if at is None else {"end": f"{at:.3f}"}
+        overview = "/api/v1/dashboard/overview"
         results.append(await timed("overview, one tenant, 24 h", runs,
-                                   get("/api/v1/dashboard/overview", tenant)))  # fmt: skip
+                                   get(overview, tenant, **ending)))  # fmt: skip
         results.append(await timed("overview, all tenants (admin), 24 h", runs,
-                                   get("/api/v1/dashboard/overview", admin)))  # fmt: skip
+                                   get(overview, admin, **ending)))  # fmt: skip
         results.append(await timed("invoice, one tenant, this month", runs,
                                    get("/api/v1/billing/invoices/tenant03", admin,
                                        month=month)))  # fmt: skip
@@ -237,7 +242,7 @@ async def measure(db: Database, store: TenantStore, spans: int, runs: int) -> No
         if probe.status_code == 404:
             print("PromQL: /prometheus/api/v1/query does not exist in this tree: skipped")
         else:
-            now = time.time()
+            now = time.time() if at is None else at
             for query in PROMQL_INSTANT:
                 results.append(await timed(f"PromQL query: {query}", runs,
                                            get("/prometheus/api/v1/query", admin, query=query,
@@ -251,6 +256,12 @@ async def measure(db: Database, store: TenantStore, spans: int, runs: int) -> No
         print(f"{name:<100} {p50:8.1f} {p95:8.1f}")
 
 
+def data_end(db: Database) -> float:
+    """The newest span's end, in UNIX seconds (read from the trace-id lookup table)."""
+    table = db.table("otel_traces_trace_id_ts")
+    return float(db.query(f"SELECT toUnixTimestamp(max(End)) FROM {table}")[0][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=lambda v: int(v.replace("_", "")), default=100_000_000)
@@ -261,6 +272,12 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true", help="data dir already loaded")
     parser.add_argument("--load-only", action="store_true", help="load, do not measure")
+    parser.add_argument(
+        "--at",
+        default="now",
+        help="evaluate the overview and PromQL as of: 'now', 'data-end' (the newest span "
+        "loaded: current windows hold data, as on a live system) or UNIX seconds",
+    )
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="llmtel-bench-queries-"))
     db = Database.connect(f"chdb://{data_dir.resolve()}/clickhouse", "bench")
@@ -276,7 +293,10 @@ def main() -> None:
         load(db, args.spans, args.chunk, args.tenants, args.days)
     summary(db)
     if not args.load_only:
-        asyncio.run(measure(db, store, args.spans, args.runs))
+        at = None if args.at == "now" else data_end(db) if args.at == "data-end" else float(args.at)
+        if at is not None:
+            print(f"evaluated as of {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at))} UTC")
+        asyncio.run(measure(db, store, args.spans, args.runs, at))
     db.close()
 
 
