@@ -226,7 +226,7 @@ async def measure(
         ]:  # fmt: skip
             return lambda _: http.get(path, params=params, headers=headers)
 
-        ending = {} if at is None else {"end": f"{at:.3f}"}
+        ending = {} if at is None else {"end": str(int(at) * 10**9)}  # unix ns
         overview = "/api/v1/dashboard/overview"
         results.append(await timed("overview, one tenant, 24 h", runs,
                                    get(overview, tenant, **ending)))  # fmt: skip
