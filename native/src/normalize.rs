@@ -1180,8 +1180,10 @@ impl Normalizer {
             }
         }
         let rows = batch.rows.len();
+        let (encoded, names, types) = (&batch.rows, &batch.n.names, &batch.n.types);
+        // pure Rust: without the GIL
         let block = if rows > 0 {
-            batch.rows.encode(&batch.n.names, &batch.n.types)
+            py.allow_threads(|| encoded.encode(names, types))
         } else {
             Vec::new()
         };
