@@ -21,11 +21,15 @@ from llmtel_native import Normalizer
 from schema import semconv
 from schema.models import ModelPriceOverride, TenantSettings
 from schema.spans import SPAN_COLUMNS
-from streams.normalize import decode_key_value, service_name_entry, token_count, ttft_ms
+from streams.normalize import (
+    decode_key_value,
+    price_quote,
+    service_name_entry,
+    token_count,
+    ttft_ms,
+)
 from streams.prepare import Job, PreparedBlock
 from streams.pricing import (
-    SOURCE_GENAI_PRICES,
-    SOURCE_OVERRIDE,
     PriceFn,
     Pricer,
     e12_to_usd,
@@ -132,11 +136,7 @@ def _quote(
     pricer: Pricer, overrides: dict[str, ModelPriceOverride], provider: str, model: str, when: int
 ) -> NativeQuote:
     """The price of (provider, model) on the day of `when`, as `normalize_payload` picks it."""
-    override = overrides.get(model)
-    if override is not None:
-        fn, source = pricer.override_quote(override), SOURCE_OVERRIDE
-    else:
-        fn, source = pricer.quote(provider, model, when), SOURCE_GENAI_PRICES
+    fn, source = price_quote(pricer, overrides, provider, model, when)
     if fn is None:
         return None
     return source, linear_form(fn), functools.partial(_exact_e12, fn)

@@ -72,6 +72,7 @@ __all__ = [
     "service_name_entry",
     "token_count",
     "ttft_ms",
+    "price_quote",
 ]
 
 # --- wire-compatible "raw" views of the OTLP trace messages ---------------------------------
@@ -729,13 +730,14 @@ def decode_key_value(raw: bytes) -> tuple[str, str]:
 Quote = tuple[PriceFn | None, str]
 
 
-def _quote(
+def price_quote(
     pricer: Pricer,
     overrides: dict[str, ModelPriceOverride],
     provider: str,
     model: str,
     timestamp_ns: int,
 ) -> Quote:
+    """The price function and its source: the tenant's override of `model`, else genai-prices."""
     override = overrides.get(model)
     if override is not None:
         return pricer.override_quote(override), SOURCE_OVERRIDE
@@ -868,7 +870,7 @@ def normalize_payload(
                         quote = quotes[model] = (
                             provider,
                             day,
-                            *_quote(pricer, overrides, provider, model, when),
+                            *price_quote(pricer, overrides, provider, model, when),
                         )
                     fn = quote[2]
                     if fn is not None:
