@@ -65,31 +65,10 @@ def prepare_block(
         native_jobs
     )
     windows = []
-    for (
-        tenant,
-        start,
-        model,
-        service,
-        requests,
-        errors,
-        inp,
-        out,
-        cost,
-        unpriced_spans,
-        durations,
-    ) in sums:
+    for fields in sums:  # WindowPartial's fields in order, the cost in 1e-12 USD
+        cost = fields[8]
         partial = WindowPartial(
-            tenant,
-            start,
-            model,
-            service,
-            requests,
-            errors,
-            inp,
-            out,
-            Decimal(0) if cost is None else e12_to_usd(cost),
-            unpriced_spans,
-            durations,
+            *fields[:8], Decimal(0) if cost is None else e12_to_usd(cost), *fields[9:]
         )
         bucket_durations(partial)
         windows.append(partial)
