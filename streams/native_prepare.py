@@ -19,7 +19,7 @@ from typing import Any
 from llmtel_native import Normalizer
 
 from schema import semconv
-from schema.models import ModelPriceOverride, TenantSettings
+from schema.models import ModelPriceOverride
 from schema.spans import SPAN_COLUMNS
 from streams.normalize import (
     decode_key_value,
@@ -57,7 +57,7 @@ def prepare_block(
             job.received_at_ns,
             job.payload,
             content_filter(job.settings.privacy),
-            _quoter(pricer, job.settings),
+            functools.partial(_quote, pricer, job.settings.price_overrides),
         )
         for job in jobs
     ]
@@ -105,10 +105,6 @@ def _normalizer(column_types: tuple[str, ...], window_ns: int) -> Normalizer:
 def _cost_attribute_e12(text: str) -> int | None:
     usd = parse_cost(text)
     return None if usd is None else usd_to_e12(usd)
-
-
-def _quoter(pricer: Pricer, settings: TenantSettings) -> Any:
-    return functools.partial(_quote, pricer, settings.price_overrides)
 
 
 def _quote(

@@ -330,11 +330,16 @@ def _decode_kv(raw: bytes) -> Entry:
                         (raw[at + 2] & 0x7F) | ((raw[at + 3] & 0x7F) << 7) | (raw[at + 4] << 14)
                     )
         return _decode_value(key, raw[at:], raw)
-    kv = KeyValue.FromString(raw)
-    return _key(kv.key.encode()), attribute_value_string(kv.value)
+    return _decode_slowly(raw)
 
 
 _SMALL_INTS: Final = tuple(str(i) for i in range(128))
+
+
+def _decode_slowly(raw: bytes) -> Entry:
+    """Any KeyValue, through the protobuf runtime; the key interned."""
+    key, value = decode_key_value(raw)
+    return _key(key.encode()), value
 
 
 def _decode_value(key: str, value: bytes, raw: bytes) -> Entry:
@@ -368,8 +373,7 @@ def _decode_value(key: str, value: bytes, raw: bytes) -> Entry:
                 if number >= 1 << 63:
                     number -= 1 << 64
                 return key, str(number)
-    kv = KeyValue.FromString(raw)
-    return _key(kv.key.encode()), attribute_value_string(kv.value)
+    return _decode_slowly(raw)
 
 
 def _intern_prefix(prefix: bytes) -> str:

@@ -14,30 +14,47 @@ pub enum Shape<'a> {
     Other,
 }
 
-/// Decode one serialized `KeyValue`.
-pub fn key_value(raw: &[u8]) -> Result<Shape<'_>> {
+type Field<'a> = (u32, u8, Value<'a>);
+/// A `KeyValue`'s key, and its value's bytes if it has one.
+type KeyAndValue<'a> = (&'a str, Option<&'a [u8]>);
+
+/// A `KeyValue`'s key and value bytes, each field at most once; None for any other shape.
+fn key_value_fields(raw: &[u8]) -> Result<Option<KeyAndValue<'_>>> {
     let mut reader = Reader::new(raw);
-    let mut key: Option<&[u8]> = None;
-    let mut value: Option<&[u8]> = None;
+    let (mut key, mut value): (Option<&[u8]>, Option<&[u8]>) = (None, None);
     while !reader.done() {
         match reader.field()? {
             (1, LEN, Value::Bytes(bytes)) if key.is_none() => key = Some(bytes),
             (2, LEN, Value::Bytes(bytes)) if value.is_none() => value = Some(bytes),
-            _ => return Ok(Shape::Other),
+            _ => return Ok(None),
         }
     }
-    let key = utf8(key.unwrap_or(b""))?;
-    let Some(value) = value else {
-        return Ok(Shape::Other);
-    };
-    let mut reader = Reader::new(value);
+    Ok(Some((utf8(key.unwrap_or(b""))?, value)))
+}
+
+/// The one field of an `AnyValue`: Ok(None) when it is empty, Err(()) inside when it holds
+/// more than one field (merged or repeated: the Python reference decides those).
+fn only_field(raw: &[u8]) -> Result<std::result::Result<Option<Field<'_>>, ()>> {
+    let mut reader = Reader::new(raw);
     if reader.done() {
-        return Ok(Shape::Other);
+        return Ok(Ok(None));
     }
     let field = reader.field()?;
-    if !reader.done() {
+    Ok(if reader.done() {
+        Ok(Some(field))
+    } else {
+        Err(())
+    })
+}
+
+/// Decode one serialized `KeyValue`.
+pub fn key_value(raw: &[u8]) -> Result<Shape<'_>> {
+    let Some((key, Some(value))) = key_value_fields(raw)? else {
         return Ok(Shape::Other);
-    }
+    };
+    let Ok(Some(field)) = only_field(value)? else {
+        return Ok(Shape::Other);
+    };
     Ok(match field {
         (1, LEN, Value::Bytes(text)) => Shape::Str(key, utf8(text)?),
         (2, VARINT, Value::Int(flag)) => Shape::Str(key, if flag != 0 { "true" } else { "false" }),
@@ -76,15 +93,14 @@ fn any_json(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Result<Json> {
     if depth > MAX_DEPTH {
         return Ok(Json::Other);
     }
-    let mut reader = Reader::new(raw);
-    if reader.done() {
-        out.extend_from_slice(b"null");
-        return Ok(Json::Written);
-    }
-    let field = reader.field()?;
-    if !reader.done() {
-        return Ok(Json::Other);
-    }
+    let field = match only_field(raw)? {
+        Ok(Some(field)) => field,
+        Ok(None) => {
+            out.extend_from_slice(b"null");
+            return Ok(Json::Written);
+        }
+        Err(()) => return Ok(Json::Other),
+    };
     match field {
         (1, LEN, Value::Bytes(text)) => json_string(utf8(text)?, out),
         (2, VARINT, Value::Int(flag)) => {
@@ -125,16 +141,9 @@ fn any_json(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Result<Json> {
                 let (1, LEN, Value::Bytes(kv)) = items.field()? else {
                     return Ok(Json::Other);
                 };
-                let mut fields = Reader::new(kv);
-                let (mut key, mut value): (Option<&[u8]>, Option<&[u8]>) = (None, None);
-                while !fields.done() {
-                    match fields.field()? {
-                        (1, LEN, Value::Bytes(b)) if key.is_none() => key = Some(b),
-                        (2, LEN, Value::Bytes(b)) if value.is_none() => value = Some(b),
-                        _ => return Ok(Json::Other),
-                    }
-                }
-                let key = utf8(key.unwrap_or(b""))?;
+                let Some((key, value)) = key_value_fields(kv)? else {
+                    return Ok(Json::Other);
+                };
                 let mut text = Vec::new();
                 match any_json(value.unwrap_or(b""), &mut text, depth + 1)? {
                     Json::Written => {}
