@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
 
 import genai_prices
 import pytest
@@ -17,10 +18,12 @@ from streams.pricing import (
     SOURCE_NONE,
     SOURCE_OVERRIDE,
     Pricer,
+    linear_form,
     ns_to_datetime,
     parse_cost,
     price_provider_id,
     quantize_usd,
+    usd_to_e12,
 )
 
 QUANTUM = Decimal("1e-12")
@@ -311,3 +314,37 @@ def test_price_shapes_the_integer_form_rejects_use_the_library(
         assert pricer.price("anthropic", "claude-sonnet-4-5", inp, out, cache_read, 0, NOW_NS) == (
             reference("anthropic", "claude-sonnet-4-5", inp, out, cache_read)
         )
+
+
+def _linear_e12(form: tuple[int, ...], inp: int, out: int, cr: int, cw: int, rs: int) -> int | None:
+    """The formula `linear_form` documents, evaluated independently of pricing.py."""
+    c_in, c_out, c_cr, c_cw, c_rs, s_cr, s_cw, s_rs, constant, factor = form
+    if inp - cr * s_cr - cw * s_cw < 0 or out - rs * s_rs < 0:
+        return None
+    n = c_in * (inp - cr - cw) + c_out * (out - rs) + c_cr * cr + c_cw * cw + c_rs * rs
+    return (n + constant) * factor
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        lambda pricer: pricer.quote("openai", "gpt-4o", NOW_NS),
+        lambda pricer: pricer.quote("anthropic", "claude-3-5-sonnet-latest", NOW_NS),
+        lambda pricer: pricer.override_quote(
+            ModelPriceOverride(input_mtok=Decimal("1.5"), output_mtok=Decimal("6"))
+        ),
+    ],
+)
+def test_common_prices_have_a_linear_form_that_computes_their_cost(quote: Any) -> None:
+    """The compiled normaliser prices these without calling Python: the integers it is
+    given must say what the price function says."""
+    fn = quote(Pricer())
+    form = linear_form(fn)
+    assert form is not None and len(form) == 10
+    rng = random.Random(3)
+    for _ in range(200):
+        inp, out = rng.randrange(200_000), rng.randrange(20_000)
+        usage = (inp, out, rng.randrange(inp + 1), 0, rng.randrange(out + 1))
+        usd = fn(*usage, NOW_NS)
+        e12 = _linear_e12(form, *usage)
+        assert (None if usd is None else usd_to_e12(usd)) == e12, usage
