@@ -1,8 +1,10 @@
 """Numbered ClickHouse migrations, applied in order by `llmtel migrate` (and at start-up).
 
 Each `migrations/NNNN_name.sql` holds idempotent DDL (`IF NOT EXISTS`) with `{db}` and
-`{ttl_days}` placeholders, statements separated by `;` at the end of a line. Applied
-versions are recorded in `{db}.schema_migrations`. Retention is not a migration: the TTL of
+`{ttl_days}` placeholders, statements separated by `;` at the end of a line. What SQL alone
+cannot do safely (a step that depends on the state an interrupted run left) is a
+`migrations/NNNN_name.py` defining `apply(db, ttl_days)`, which must be just as re-runnable.
+Applied versions are recorded in `{db}.schema_migrations`. Retention is not a migration: the TTL of
 the span tables is compared with `retention_days` on every run and modified when it differs.
 """
 
@@ -11,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import cast
 
 from schema.clickhouse import Database
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_TABLE = "schema_migrations"
-_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.DOTALL)
 
@@ -34,7 +38,8 @@ RETENTION_TABLES: dict[str, str] = {
 class Migration:
     version: str  # "0001"
     name: str  # "0001_otel_traces"
-    sql: str
+    sql: str  # the file's text: SQL, or Python source when `python`
+    python: bool = False
 
     @property
     def checksum(self) -> str:
@@ -51,6 +56,18 @@ class Migration:
                 statements.append(code)
         return statements
 
+    def apply(self, db: Database, ttl_days: int) -> None:
+        if not self.python:
+            for statement in self.statements(db, ttl_days):
+                db.command(statement)
+            return
+        namespace: dict[str, object] = {"__name__": f"schema.migrations.m{self.version}"}
+        exec(compile(self.sql, self.name + ".py", "exec"), namespace)  # noqa: S102
+        apply = namespace.get("apply")
+        if not callable(apply):
+            raise RuntimeError(f"migration {self.name}.py defines no apply(db, ttl_days)")
+        cast(Callable[[Database, int], None], apply)(db, ttl_days)
+
 
 def available() -> list[Migration]:
     """Every migration shipped with llmtel, in order."""
@@ -58,7 +75,9 @@ def available() -> list[Migration]:
     for entry in resources.files("schema").joinpath("migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
         if match:
-            found.append(Migration(match.group(1), entry.name[:-4], entry.read_text("utf-8")))
+            name = entry.name.rsplit(".", 1)[0]
+            python = match.group(3) == "py"
+            found.append(Migration(match.group(1), name, entry.read_text("utf-8"), python))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -86,8 +105,7 @@ def migrate(db: Database, retention_days: int) -> list[str]:
     for migration in available():
         if migration.version in already:
             continue
-        for statement in migration.statements(db, retention_days):
-            db.command(statement)
+        migration.apply(db, retention_days)
         db.insert_columns(
             MIGRATIONS_TABLE,
             [[migration.version], [migration.name], [migration.checksum]],

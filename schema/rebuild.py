@@ -1,0 +1,127 @@
+"""Give an existing MergeTree table a new `index_granularity`, which ClickHouse cannot ALTER.
+
+A table's granule size decides how many rows a point or narrow-range read decompresses and
+deserialises; a size picked before the table had data may turn out wrong. The rebuild
+touches no row: an empty table with the new setting takes the old one's name in one atomic
+EXCHANGE (materialized views are bound to table names, so from that instant the inserts,
+the views reading the table and those writing into it all use the new one), then the old
+parts move over partition by partition (MOVE PARTITION: hard links, no copy, no view fires).
+Moved parts keep their old granules until a merge rewrites them; `rewrite=True` rewrites
+them at once (OPTIMIZE ... FINAL per partition), for small tables without TTL whose old
+partitions would otherwise never be merged again.
+
+Every step checks where the previous run stopped, so an interrupted rebuild completes on
+the next run and never loses or duplicates a part. An insert still running into the old
+table when the parts move leaves a part behind: the loop moves until the old table is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from schema.clickhouse import Database
+
+log = logging.getLogger(__name__)
+
+SPARE_SUFFIX = "_regranulate"
+_GRANULARITY = re.compile(r"\bindex_granularity\s*=\s*(\d+)")
+_MOVE_ROUNDS = 10
+_PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]+$")
+
+
+def table_granularity(db: Database, table: str) -> int | None:
+    """`table`'s index_granularity (8192 when not set), or None when there is no such table."""
+    query = create_query(db, table)
+    if query is None:
+        return None
+    match = _GRANULARITY.search(query)
+    return int(match.group(1)) if match else 8192
+
+
+def create_query(db: Database, table: str) -> str | None:
+    rows = db.query(
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = {database:String} AND name = {table:String}",
+        {"database": db.name, "table": table},
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def with_granularity(query: str, old_name: str, new_name: str, granularity: int) -> str:
+    """`query` (a CREATE TABLE as system.tables shows it) for `new_name`, `granularity`."""
+    head = f"CREATE TABLE {old_name} "
+    if not query.startswith(head):
+        raise ValueError(f"unexpected CREATE TABLE statement for {old_name}: {query[:120]!r}")
+    body = query[len(head) :]
+    setting = f"index_granularity = {int(granularity)}"
+    if _GRANULARITY.search(body):
+        body = _GRANULARITY.sub(setting, body, count=1)
+    elif re.search(r"\bSETTINGS\b", body):
+        body = re.sub(r"\bSETTINGS\b", f"SETTINGS {setting},", body, count=1)
+    else:
+        body = f"{body} SETTINGS {setting}"
+    return f"CREATE TABLE {new_name} {body}"
+
+
+def partitions(db: Database, table: str) -> list[str]:
+    """Ids of the partitions holding rows (a moved or dropped partition leaves an empty
+    covering part, active until cleaned up)."""
+    rows = db.query(
+        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {database:String} "
+        "AND table = {table:String} AND active AND rows > 0 ORDER BY partition_id",
+        {"database": db.name, "table": table},
+    )
+    found = [str(row[0]) for row in rows]
+    for partition in found:
+        if not _PARTITION_ID.match(partition):
+            raise ValueError(f"unexpected partition id {partition!r} in {db.table(table)}")
+    return found
+
+
+def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = False) -> bool:
+    """Rebuild `table` with granules of `granularity` rows; False if it already had them."""
+    spare = table + SPARE_SUFFIX
+    current = table_granularity(db, table)
+    if current is None:
+        raise LookupError(f"no table {db.table(table)} to rebuild")
+    if current == granularity and table_granularity(db, spare) is None:
+        return False
+    if current != granularity:
+        spare_granularity = table_granularity(db, spare)
+        if spare_granularity is None:
+            query = create_query(db, table)
+            assert query is not None
+            db.command(with_granularity(query, db.table(table), db.table(spare), granularity))
+        elif spare_granularity != granularity or partitions(db, spare):
+            raise RuntimeError(
+                f"{db.table(spare)} exists and is not an empty table with index_granularity "
+                f"{granularity}: left over from something else, rename or drop it by hand"
+            )
+        db.command(f"EXCHANGE TABLES {db.table(table)} AND {db.table(spare)}")
+    # `table` is the new one now, `spare` holds the old parts
+    moved = _move_all(db, spare, table)
+    db.command(f"DROP TABLE {db.table(spare)} SYNC")
+    if rewrite:
+        for partition in moved:
+            db.command(f"OPTIMIZE TABLE {db.table(table)} PARTITION ID '{partition}' FINAL")
+    log.info(
+        "table regranulated",
+        extra={"table": table, "granularity": granularity, "partitions": len(moved)},
+    )
+    return True
+
+
+def _move_all(db: Database, source: str, target: str) -> list[str]:
+    moved: list[str] = []
+    for _ in range(_MOVE_ROUNDS):
+        left = partitions(db, source)
+        if not left:
+            return sorted(set(moved))
+        for partition in left:
+            db.command(
+                f"ALTER TABLE {db.table(source)} MOVE PARTITION ID '{partition}' "
+                f"TO TABLE {db.table(target)}"
+            )
+            moved.append(partition)
+    raise RuntimeError(f"{db.table(source)} still receives parts: stop its writers and re-run")
