@@ -1,9 +1,10 @@
 """The dashboard overview: health, cost and top lists over a time range, from the rollups.
 
-Never raw spans: whole hours come from `llm_rollup_1h`, the partial hours at the edges and
-the per-minute series from `llm_rollup_1m`; bounds round to whole minutes, and latency
-quantiles merge the per-tenant DDSketch states of `llm_latency_sketch_1h/1m` (1 % relative
-accuracy; far cheaper to merge than the rollups' per-model t-digests).
+Never raw spans: whole hours come from `llm_rollup_1h`, the partial hours at the edges from
+`llm_rollup_1m`, the per-minute series from `llm_tenant_series_1m`; bounds round to whole
+minutes, and latency quantiles merge the per-tenant DDSketch states of
+`llm_latency_sketch_1h/1m` (1 % relative accuracy; far cheaper to merge than the rollups'
+per-model t-digests), or for every tenant over whole hours, `llm_latency_sketch_all_1h`.
 """
 
 from __future__ import annotations
@@ -133,7 +134,14 @@ def rollup_source(
 
 
 def sketch_source(rng: OverviewRange, tenant: str | None) -> tuple[str, dict[str, Any]]:
-    """`rollup_source` over the per-tenant latency sketches (migration 0012)."""
+    """`rollup_source` over the per-tenant latency sketches (migration 0012); for every
+    tenant over whole hours, the hourly sketches merged across tenants (0015)."""
+    if tenant is None and rng.start_s % 3600 == 0 and rng.end_s % 3600 == 0:
+        return (
+            "SELECT DurationNs, TimeToFirstTokenMs FROM {db}.llm_latency_sketch_all_1h "
+            "WHERE Hour >= toDateTime({start:UInt32}) AND Hour < toDateTime({end:UInt32})",
+            {"start": rng.start_s, "end": rng.end_s},
+        )
     return rollup_source(
         rng,
         tenant,
@@ -242,7 +250,7 @@ def overview(
     series = _POOL.submit(
         db.query,
         "SELECT intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32} AS t, "
-        f"sum(Requests), sum(Errors), sum(CostUsd) FROM {{db}}.llm_rollup_1m WHERE {where} "
+        f"sum(Requests), sum(Errors), sum(CostUsd) FROM {{db}}.llm_tenant_series_1m WHERE {where} "
         "GROUP BY t ORDER BY t",
         {**minute_params, "step": rng.step_s},
     )

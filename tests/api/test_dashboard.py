@@ -210,3 +210,29 @@ async def test_whole_hours_and_partial_edges_add_up(
     admin = await overview(client, keys.admin, start=str(start), end=str(end))
     assert admin["top_tenants"] == [{"tenant": "acme", "requests": 6, "cost_usd": "0.021000000000"}]
     assert sum(p["requests"] for p in body["series"]) == len(inside)
+
+
+async def test_admin_quantiles_over_whole_hours_merge_every_tenant(
+    client: httpx.AsyncClient, db: Database, keys: Keys
+) -> None:
+    """From 6 h on the admin's quantiles come from the sketches merged across tenants
+    (llm_latency_sketch_all_1h): they must describe every tenant's calls together."""
+    insert_spans(db, [
+        *[llm_span(TenantId="acme", Timestamp=BASE_NS + i * NS, Duration=100 * MS,
+                   LlmTimeToFirstTokenMs=20.0) for i in range(300)],
+        *[llm_span(TenantId="globex", Timestamp=BASE_NS - HOUR + i * NS, Duration=2000 * MS,
+                   LlmTimeToFirstTokenMs=400.0) for i in range(100)],
+    ])  # fmt: skip
+    admin = await overview(client, keys.admin)  # the last 24 h
+    assert admin["quantiles_start"].endswith(":00:00Z") and admin["requests"] == 400
+    assert admin["latency"]["p50_ms"] == pytest.approx(100, rel=0.02)
+    assert admin["latency"]["p95_ms"] == pytest.approx(2000, rel=0.02)
+    assert admin["time_to_first_token"]["p95_ms"] == pytest.approx(400, rel=0.02)
+    globex = await overview(client, keys.admin, tenant="globex")
+    assert globex["latency"]["p50_ms"] == pytest.approx(2000, rel=0.02)
+    # a short range still merges per-tenant minute states, to the same answer
+    short = await overview(
+        client, keys.admin, start=str(BASE_NS - HOUR), end=str(BASE_NS + 10 * MINUTE)
+    )
+    assert short["quantiles_start"] == short["start"] and short["requests"] == 400
+    assert short["latency"]["p95_ms"] == pytest.approx(2000, rel=0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -135,3 +136,67 @@ def test_sketch_migration_backfills_retained_spans(db: Database) -> None:
         )
         assert fastest == pytest.approx(100 * MS, rel=0.01)
     assert migrate(db, 30) == []
+
+
+OVERVIEW_TABLES = (
+    "llm_tenant_series_1m_mv",
+    "llm_latency_sketch_all_1h_mv",
+    "llm_tenant_series_1m",
+    "llm_latency_sketch_all_1h",
+)
+
+
+def overview_rollups(db: Database) -> tuple[Any, ...]:
+    series = db.query(
+        "SELECT TenantId, Minute, sum(Requests), sum(Errors), sum(CostUsd) "
+        "FROM {db}.llm_tenant_series_1m GROUP BY TenantId, Minute ORDER BY TenantId, Minute"
+    )
+    sketches = db.query(
+        "SELECT Hour, quantilesDDMerge(0.01, 0.5, 1)(DurationNs), "
+        "ifNotFinite(quantileDDMerge(0.01, 0.5)(TimeToFirstTokenMs), -1) "
+        "FROM {db}.llm_latency_sketch_all_1h GROUP BY Hour ORDER BY Hour"
+    )
+    return series, sketches
+
+
+def test_overview_rollups_match_their_sources_after_backfill_and_inserts(db: Database) -> None:
+    """0015: per tenant and minute, the sums of llm_rollup_1m; per hour, the sketch of every
+    tenant's calls (whether backfilled by the migration or fed by the views)."""
+    first = [
+        llm_span(TenantId="a", Timestamp=BASE_NS + i * 20 * NS, Duration=100 * MS,
+                 cost="0.25", StatusCode="Error" if i == 0 else "Ok",
+                 LlmTimeToFirstTokenMs=10.0)
+        for i in range(6)
+    ] + [
+        llm_span(TenantId="b", Timestamp=BASE_NS + 3600 * NS, Duration=900 * MS, cost=None),
+        llm_span(TenantId="b", Timestamp=BASE_NS, Duration=900 * MS, cost="1"),
+    ]  # fmt: skip
+    insert_spans(db, first)
+    fed = overview_rollups(db)
+    for table in OVERVIEW_TABLES:
+        db.command(f"DROP TABLE {{db}}.{table}")
+    db.command("DELETE FROM {db}.schema_migrations WHERE version = '0015'")
+    assert migrate(db, 30) == ["0015_overview_rollups"]
+    assert overview_rollups(db) == fed
+    series, sketches = fed
+    assert series == [
+        ("a", datetime.fromtimestamp(BASE_NS // NS, UTC).replace(tzinfo=None), 3, 1,
+         Decimal("0.75")),
+        ("a", datetime.fromtimestamp(BASE_NS // NS + 60, UTC).replace(tzinfo=None), 3, 0,
+         Decimal("0.75")),
+        ("b", datetime.fromtimestamp(BASE_NS // NS, UTC).replace(tzinfo=None), 1, 0,
+         Decimal("1")),
+        ("b", datetime.fromtimestamp(BASE_NS // NS + 3600, UTC).replace(tzinfo=None), 1, 0,
+         Decimal("0")),
+    ]  # fmt: skip
+    (_, (p50, slowest), ttft50), (_, (late50, _), late_ttft) = sketches
+    assert p50 == pytest.approx(100 * MS, rel=0.01)  # 6 of a's calls and 1 of b's
+    assert slowest == pytest.approx(900 * MS, rel=0.01)
+    assert ttft50 == pytest.approx(10, rel=0.01)
+    assert late50 == pytest.approx(900 * MS, rel=0.01)
+    assert late_ttft == -1  # b's later call has no time to first token
+    # the views keep both up to date
+    insert_spans(db, [llm_span(TenantId="a", Timestamp=BASE_NS, Duration=5000 * MS, cost="1")])
+    series, sketches = overview_rollups(db)
+    assert series[0][2:] == (4, 1, Decimal("1.75"))
+    assert sketches[0][1][1] == pytest.approx(5000 * MS, rel=0.01)
