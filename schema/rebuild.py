@@ -33,8 +33,11 @@ _PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]+$")
 def table_granularity(db: Database, table: str) -> int | None:
     """`table`'s index_granularity (8192 when not set), or None when there is no such table."""
     query = create_query(db, table)
-    if query is None:
-        return None
+    return None if query is None else granularity_of(query)
+
+
+def granularity_of(query: str) -> int:
+    """The index_granularity a CREATE TABLE statement sets (ClickHouse's default: 8192)."""
     match = _GRANULARITY.search(query)
     return int(match.group(1)) if match else 8192
 
@@ -82,16 +85,15 @@ def partitions(db: Database, table: str) -> list[str]:
 def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = False) -> bool:
     """Rebuild `table` with granules of `granularity` rows; False if it already had them."""
     spare = table + SPARE_SUFFIX
-    current = table_granularity(db, table)
-    if current is None:
+    query = create_query(db, table)
+    if query is None:
         raise LookupError(f"no table {db.table(table)} to rebuild")
+    current = granularity_of(query)
     if current == granularity and table_granularity(db, spare) is None:
         return False
     if current != granularity:
         spare_granularity = table_granularity(db, spare)
         if spare_granularity is None:
-            query = create_query(db, table)
-            assert query is not None
             db.command(with_granularity(query, db.table(table), db.table(spare), granularity))
         elif spare_granularity != granularity or partitions(db, spare):
             raise RuntimeError(
