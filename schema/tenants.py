@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from schema.clickhouse import Database
@@ -154,6 +155,7 @@ class TenantStore:
         self._db = db
         self._keys: _TtlCache[str, Principal | None] = _TtlCache(cache_ttl_s, clock)
         self._settings: _TtlCache[str, TenantSettings] = _TtlCache(cache_ttl_s, clock)
+        self._budgets: _TtlCache[None, dict[str, Decimal]] = _TtlCache(cache_ttl_s, clock)
         self._write_lock = threading.Lock()
         self._last_version = 0
 
@@ -202,6 +204,7 @@ class TenantStore:
             tenant = self._insert_tenant(name, settings or TenantSettings())
             key = generate_key()
             self._insert_key(key, name, Role.TENANT)
+        self._budgets.discard(None)
         return tenant, key
 
     def list_tenants(self) -> list[Tenant]:
@@ -210,6 +213,20 @@ class TenantStore:
             "FROM {db}.tenants FINAL ORDER BY tenant_id"
         )
         return [self._tenant(row) for row in rows if not row[4]]
+
+    def monthly_budgets(self) -> dict[str, Decimal]:
+        """Every tenant's monthly budget, for those that have one; cached like settings
+        (the dashboard overview and `/metrics` want it on every call)."""
+        found, cached = self._budgets.get(None)
+        if found and cached is not None:
+            return dict(cached)
+        budgets = {
+            t.tenant_id: t.settings.monthly_budget_usd
+            for t in self.list_tenants()
+            if t.settings.monthly_budget_usd is not None
+        }
+        self._budgets.put(None, budgets)
+        return dict(budgets)
 
     def get_tenant(self, tenant_id: str) -> Tenant:
         row = self._tenant_row(tenant_id)
@@ -232,6 +249,7 @@ class TenantStore:
             current = self.get_tenant(tenant_id)
             tenant = self._insert_tenant(tenant_id, settings, created_at=current.created_at)
         self._settings.discard(tenant_id)
+        self._budgets.discard(None)
         return tenant
 
     # -- keys ----------------------------------------------------------------------------

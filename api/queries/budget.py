@@ -53,11 +53,7 @@ def budget_usage(
     `tenant_scope` restricts to one tenant (None: all tenants, for admins and `/metrics`).
     """
     if tenant_scope is None:
-        budgets = {
-            t.tenant_id: t.settings.monthly_budget_usd
-            for t in tenants.list_tenants()
-            if t.settings.monthly_budget_usd is not None
-        }
+        budgets = tenants.monthly_budgets()
     else:
         budget = tenants.get_settings(tenant_scope).monthly_budget_usd
         budgets = {} if budget is None else {tenant_scope: budget}

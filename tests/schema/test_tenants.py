@@ -192,3 +192,24 @@ def test_settings_are_stored_cached_and_updated(db: Database) -> None:
     assert [t.tenant_id for t in store.list_tenants()] == ["acme"]
     with pytest.raises(TenantNotFound):
         store.update_settings("nobody", updated)
+
+
+def test_monthly_budgets_are_cached_and_refreshed(db: Database) -> None:
+    clock = Clock()
+    api = TenantStore(db, cache_ttl_s=2.0, clock=clock)
+    other = TenantStore(db, cache_ttl_s=2.0, clock=clock)
+    api.create_tenant("acme", TenantSettings(monthly_budget_usd=Decimal("10")))
+    api.create_tenant("globex")
+    assert api.monthly_budgets() == {"acme": Decimal("10")}
+    # this process's own changes show at once
+    api.update_settings("globex", TenantSettings(monthly_budget_usd=Decimal("2.5")))
+    assert api.monthly_budgets() == {"acme": Decimal("10"), "globex": Decimal("2.5")}
+    api.create_tenant("initech", TenantSettings(monthly_budget_usd=Decimal("1")))
+    assert set(api.monthly_budgets()) == {"acme", "globex", "initech"}
+    # another process's within the cache TTL
+    other.update_settings("acme", TenantSettings())
+    assert "acme" in api.monthly_budgets()
+    clock.now += 2.1
+    assert api.monthly_budgets() == {"globex": Decimal("2.5"), "initech": Decimal("1")}
+    api.monthly_budgets().clear()  # a copy: the cache is not the caller's to change
+    assert len(api.monthly_budgets()) == 2
