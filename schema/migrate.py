@@ -4,8 +4,9 @@ Each `migrations/NNNN_name.sql` holds idempotent DDL (`IF NOT EXISTS`) with `{db
 `{ttl_days}` placeholders, statements separated by `;` at the end of a line. What SQL alone
 cannot do safely (a step that depends on the state an interrupted run left) is a
 `migrations/NNNN_name.py` defining `apply(db, ttl_days)`, which must be just as re-runnable.
-Applied versions are recorded in `{db}.schema_migrations`. Retention is not a migration: the TTL of
-the span tables is compared with `retention_days` on every run and modified when it differs.
+Applied versions are recorded in `{db}.schema_migrations`. Retention is not a migration:
+the TTL of the span tables is compared with `retention_days` on every run and modified when
+it differs.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Migration:
                 db.command(statement)
             return
         namespace: dict[str, object] = {"__name__": f"schema.migrations.m{self.version}"}
-        exec(compile(self.sql, self.name + ".py", "exec"), namespace)  # noqa: S102
+        exec(compile(self.sql, self.name + ".py", "exec"), namespace)
         apply = namespace.get("apply")
         if not callable(apply):
             raise RuntimeError(f"migration {self.name}.py defines no apply(db, ttl_days)")

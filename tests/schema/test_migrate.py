@@ -7,7 +7,7 @@ import time
 import pytest
 
 from schema.clickhouse import Database
-from schema.migrate import available, migrate, ttl_days
+from schema.migrate import Migration, available, migrate, ttl_days
 from schema.spans import SPAN_COLUMNS, SPANS_TABLE
 from tests.api.rows import BASE_NS, HOUR, NS, insert_spans, llm_span, span
 from tests.conftest import TEST_RETENTION_DAYS
@@ -157,3 +157,16 @@ def test_trace_lookup_table_records_each_trace_time_range(db: Database) -> None:
         {"t": trace},
     )
     assert rows == [("a", BASE_NS // NS, BASE_NS // NS + 9)]
+
+
+def test_a_python_migration_runs_its_apply_and_must_define_one(empty_db: Database) -> None:
+    source = (
+        "def apply(db, ttl_days):\n"
+        "    db.command(f'CREATE TABLE {{db}}.py_made (d UInt32) ENGINE = MergeTree ORDER BY d')\n"
+        "    db.command(f'INSERT INTO {{db}}.py_made VALUES ({ttl_days})')\n"
+    )
+    Migration("9001", "9001_py_made", source, python=True).apply(empty_db, 7)
+    assert empty_db.query("SELECT d FROM {db}.py_made") == [(7,)]
+    with pytest.raises(RuntimeError, match="defines no apply"):
+        Migration("9002", "9002_nothing", "x = 1\n", python=True).apply(empty_db, 7)
+    assert any(m.python for m in available())  # 0014 is one
