@@ -7,8 +7,9 @@ EXCHANGE (materialized views are bound to table names, so from that instant the 
 the views reading the table and those writing into it all use the new one), then the old
 parts move over partition by partition (MOVE PARTITION: hard links, no copy, no view fires).
 Moved parts keep their old granules until a merge rewrites them; `rewrite=True` rewrites
-them at once (OPTIMIZE ... FINAL per partition), for small tables without TTL whose old
-partitions would otherwise never be merged again.
+them at once (OPTIMIZE ... FINAL of each partition that still has coarser granules, as
+`mergeTreeIndex` shows them), for small tables without TTL whose old partitions would
+otherwise never be merged again.
 
 Every step checks where the previous run stopped, so an interrupted rebuild completes on
 the next run and never loses or duplicates a part. An insert still running into the old
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 
-from schema.clickhouse import Database
+from schema.clickhouse import Database, validate_identifier
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,23 @@ def with_granularity(query: str, old_name: str, new_name: str, granularity: int)
     return f"CREATE TABLE {new_name} {body}"
 
 
-def partitions(db: Database, table: str) -> list[str]:
+def partitions(db: Database, table: str, *, coarser_than: int | None = None) -> list[str]:
     """Ids of the partitions holding rows (a moved or dropped partition leaves an empty
-    covering part, active until cleaned up)."""
+    covering part, active until cleaned up); with `coarser_than`, only those with a part
+    whose granules were cut for more rows than that. A part's last granule may take up to
+    twice its granule size (the tail is folded into it), so "coarser" means twice or more.
+    """
+    name = validate_identifier(table)
+    coarse = (
+        ""
+        if coarser_than is None
+        else " AND name IN (SELECT part_name FROM mergeTreeIndex("
+        f"'{db.name}', '{name}') WHERE rows_in_granule >= {2 * int(coarser_than)})"
+    )
     rows = db.query(
         "SELECT DISTINCT partition_id FROM system.parts WHERE database = {database:String} "
-        "AND table = {table:String} AND active AND rows > 0 ORDER BY partition_id",
-        {"database": db.name, "table": table},
+        f"AND table = {{table:String}} AND active AND rows > 0{coarse} ORDER BY partition_id",
+        {"database": db.name, "table": name},
     )
     found = [str(row[0]) for row in rows]
     for partition in found:
@@ -83,47 +94,48 @@ def partitions(db: Database, table: str) -> list[str]:
 
 
 def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = False) -> bool:
-    """Rebuild `table` with granules of `granularity` rows; False if it already had them."""
-    spare = table + SPARE_SUFFIX
+    """Rebuild `table` with granules of `granularity` rows; False if nothing was left to do.
+
+    Each step is decided by what the tables show, not by what an earlier step returned, so
+    a run interrupted anywhere (even during the rewrites) is completed by the next one.
+    """
     query = create_query(db, table)
     if query is None:
         raise LookupError(f"no table {db.table(table)} to rebuild")
-    current = granularity_of(query)
-    if current == granularity and table_granularity(db, spare) is None:
-        return False
-    if current != granularity:
-        spare_granularity = table_granularity(db, spare)
-        if spare_granularity is None:
+    spare = table + SPARE_SUFFIX
+    spare_query = create_query(db, spare)
+    changed = False
+    if granularity_of(query) != granularity:
+        if spare_query is None:
             db.command(with_granularity(query, db.table(table), db.table(spare), granularity))
-        elif spare_granularity != granularity or partitions(db, spare):
+        elif granularity_of(spare_query) != granularity or partitions(db, spare):
             raise RuntimeError(
                 f"{db.table(spare)} exists and is not an empty table with index_granularity "
                 f"{granularity}: left over from something else, rename or drop it by hand"
             )
         db.command(f"EXCHANGE TABLES {db.table(table)} AND {db.table(spare)}")
-    # `table` is the new one now, `spare` holds the old parts
-    moved = _move_all(db, spare, table)
-    db.command(f"DROP TABLE {db.table(spare)} SYNC")
+        changed = True
+    if changed or spare_query is not None:  # `spare` holds the old parts: move them over
+        _move_all(db, spare, table)
+        db.command(f"DROP TABLE {db.table(spare)} SYNC")
+        changed = True
     if rewrite:
-        for partition in moved:
+        for partition in partitions(db, table, coarser_than=granularity):
             db.command(f"OPTIMIZE TABLE {db.table(table)} PARTITION ID '{partition}' FINAL")
-    log.info(
-        "table regranulated",
-        extra={"table": table, "granularity": granularity, "partitions": len(moved)},
-    )
-    return True
+            changed = True
+    if changed:
+        log.info("table regranulated", extra={"table": table, "granularity": granularity})
+    return changed
 
 
-def _move_all(db: Database, source: str, target: str) -> list[str]:
-    moved: list[str] = []
+def _move_all(db: Database, source: str, target: str) -> None:
     for _ in range(_MOVE_ROUNDS):
         left = partitions(db, source)
         if not left:
-            return sorted(set(moved))
+            return
         for partition in left:
             db.command(
                 f"ALTER TABLE {db.table(source)} MOVE PARTITION ID '{partition}' "
                 f"TO TABLE {db.table(target)}"
             )
-            moved.append(partition)
     raise RuntimeError(f"{db.table(source)} still receives parts: stop its writers and re-run")

@@ -115,6 +115,18 @@ def test_rewrite_gives_the_moved_parts_the_new_granules(chain: Database) -> None
     assert figures(db) == before
 
 
+def test_interrupted_before_the_rewrite_completes_it(chain: Database) -> None:
+    db = chain
+    db.command("OPTIMIZE TABLE {db}.mid FINAL")
+    before = figures(db)
+    assert regranulate(db, "mid", 16) is True  # as if stopped after the move
+    assert largest_granule(db, "mid") > 16
+    assert regranulate(db, "mid", 16, rewrite=True) is True
+    assert largest_granule(db, "mid") <= 16
+    assert figures(db) == before
+    assert regranulate(db, "mid", 16, rewrite=True) is False
+
+
 def test_interrupted_after_create_completes(chain: Database) -> None:
     db = chain
     before = figures(db)
