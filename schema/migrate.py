@@ -39,15 +39,15 @@ RETENTION_TABLES: dict[str, str] = {
 class Migration:
     version: str  # "0001"
     name: str  # "0001_otel_traces"
-    sql: str  # the file's text: SQL, or Python source when `python`
+    text: str  # the file's content: SQL, or Python source when `python`
     python: bool = False
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return hashlib.sha256(self.text.encode()).hexdigest()
 
     def statements(self, db: Database, ttl_days: int) -> list[str]:
-        text = db.sql(self.sql).replace("{ttl_days}", str(int(ttl_days)))
+        text = db.sql(self.text).replace("{ttl_days}", str(int(ttl_days)))
         statements = []
         for chunk in _STATEMENT_END.split(text):
             code = "\n".join(
@@ -63,7 +63,7 @@ class Migration:
                 db.command(statement)
             return
         namespace: dict[str, object] = {"__name__": f"schema.migrations.m{self.version}"}
-        exec(compile(self.sql, self.name + ".py", "exec"), namespace)
+        exec(compile(self.text, self.name + ".py", "exec"), namespace)
         apply = namespace.get("apply")
         if not callable(apply):
             raise RuntimeError(f"migration {self.name}.py defines no apply(db, ttl_days)")
