@@ -9,7 +9,9 @@ parts move over partition by partition (MOVE PARTITION: hard links, no copy, no 
 Moved parts keep their old granules until a merge rewrites them; `rewrite=True` rewrites
 them at once (OPTIMIZE ... FINAL of each partition that still has coarser granules, as
 `mergeTreeIndex` shows them), for small tables without TTL whose old partitions would
-otherwise never be merged again.
+otherwise never be merged again. Only horizontal merges cut new granules: a vertical merge
+(plain MergeTree with many columns outside the sorting key) keeps each source part's, so
+there old rows keep theirs until TTL drops them, and `rewrite=True` is refused.
 
 Every step checks where the previous run stopped, so an interrupted rebuild completes on
 the next run and never loses or duplicates a part. An insert still running into the old
@@ -93,6 +95,42 @@ def partitions(db: Database, table: str, *, coarser_than: int | None = None) -> 
     return found
 
 
+# engines whose merges ClickHouse may run vertically (MergeTask::chooseMergeAlgorithm)
+_VERTICAL_ENGINES = frozenset(
+    {"MergeTree", "ReplacingMergeTree", "CollapsingMergeTree", "VersionedCollapsingMergeTree"}
+)
+
+
+def merges_vertically(db: Database, table: str) -> bool:
+    """Whether large merges of `table` may take the vertical algorithm, which writes each
+    source granule as it was (blocks_are_granules_size) instead of cutting new ones."""
+    rows = db.query(
+        "SELECT engine, create_table_query FROM system.tables "
+        "WHERE database = {database:String} AND name = {table:String}",
+        {"database": db.name, "table": table},
+    )
+    if not rows or rows[0][0] not in _VERTICAL_ENGINES:
+        return False
+    names = ("enable_vertical_merge_algorithm", "vertical_merge_algorithm_min_columns_to_activate")
+    settings = dict(
+        db.query(
+            "SELECT name, value FROM system.merge_tree_settings "
+            "WHERE name IN {names:Array(String)}",
+            {"names": list(names)},
+        )
+    )
+    for name in names:  # the table's own SETTINGS win over the server's defaults
+        own = re.search(rf"\b{name}\s*=\s*(\d+)", str(rows[0][1]))
+        if own:
+            settings[name] = own.group(1)
+    gathered = db.query(
+        "SELECT count() FROM system.columns WHERE database = {database:String} "
+        "AND table = {table:String} AND NOT is_in_sorting_key",
+        {"database": db.name, "table": table},
+    )[0][0]
+    return settings[names[0]] not in ("0", "false") and int(gathered) >= int(settings[names[1]])
+
+
 def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = False) -> bool:
     """Rebuild `table` with granules of `granularity` rows; False if nothing was left to do.
 
@@ -102,6 +140,12 @@ def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = F
     query = create_query(db, table)
     if query is None:
         raise LookupError(f"no table {db.table(table)} to rebuild")
+    if rewrite and merges_vertically(db, table):
+        raise ValueError(
+            f"{db.table(table)} merges vertically (many columns outside its sorting key), and "
+            "a vertical merge keeps each part's granules: OPTIMIZE cannot rewrite its old "
+            "parts to the new granularity; rebuild without rewrite and let TTL drop them"
+        )
     spare = table + SPARE_SUFFIX
     spare_query = create_query(db, spare)
     changed = False

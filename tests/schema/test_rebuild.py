@@ -13,6 +13,7 @@ from schema.migrate import migrate
 from schema.rebuild import (
     SPARE_SUFFIX,
     create_query,
+    merges_vertically,
     partitions,
     regranulate,
     table_granularity,
@@ -125,6 +126,45 @@ def test_interrupted_before_the_rewrite_completes_it(chain: Database) -> None:
     assert largest_granule(db, "mid") <= 16
     assert figures(db) == before
     assert regranulate(db, "mid", 16, rewrite=True) is False
+
+
+def wide_table(db: Database, settings: str = "") -> None:
+    """12 columns outside the sorting key, in two wide parts: merges of it run vertically
+    (the thresholds lowered so that 4,000 rows are enough)."""
+    columns = ", ".join(f"c{i} UInt64" for i in range(12))
+    db.command(
+        f"CREATE TABLE {{db}}.wide (k UInt32, {columns}) ENGINE = MergeTree ORDER BY k "
+        "SETTINGS vertical_merge_algorithm_min_rows_to_activate = 1, "
+        f"min_bytes_for_wide_part = 0{settings}"
+    )
+    for first in (0, 2000):
+        values = ", ".join(f"number * {i}" for i in range(12))
+        db.command(f"INSERT INTO {{db}}.wide SELECT number, {values} FROM numbers({first}, 2000)")
+
+
+def test_a_rewrite_is_refused_where_merges_keep_the_old_granules(empty_db: Database) -> None:
+    db = empty_db
+    wide_table(db)
+    assert merges_vertically(db, "wide") is True
+    assert merges_vertically(db, "otel_traces_missing") is False
+    with pytest.raises(ValueError, match="merges vertically"):
+        regranulate(db, "wide", 16, rewrite=True)
+    assert table_granularity(db, "wide") == 8192  # refused before touching anything
+    assert "wide" + SPARE_SUFFIX not in tables(db)
+    # why: the rebuild itself works, but a vertical merge keeps each part's granules
+    assert regranulate(db, "wide", 16) is True
+    db.command("OPTIMIZE TABLE {db}.wide FINAL")
+    assert largest_granule(db, "wide") > 16
+    assert db.query("SELECT count(), sum(c3) FROM {db}.wide")[0] == (4000, 3 * 3999 * 4000 // 2)
+
+
+def test_a_rewrite_works_where_merges_are_horizontal(empty_db: Database) -> None:
+    db = empty_db
+    wide_table(db, ", enable_vertical_merge_algorithm = 0")
+    assert merges_vertically(db, "wide") is False
+    assert regranulate(db, "wide", 16, rewrite=True) is True
+    assert largest_granule(db, "wide") <= 16
+    assert db.query("SELECT count(), sum(c3) FROM {db}.wide")[0] == (4000, 3 * 3999 * 4000 // 2)
 
 
 def test_interrupted_after_create_completes(chain: Database) -> None:
