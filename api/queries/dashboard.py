@@ -162,17 +162,21 @@ def _quantiles(values: Sequence[float], scale: float, present: bool) -> Quantile
 
 
 _POINTS = TypeAdapter(list[OverviewPoint])
+# the series' costs as `format_cost` writes them (all 12 places), formatted by the engine:
+# 1,440 Decimals parsed and formatted in Python cost ~1.5 ms of the overview's critical path
+SERIES_COST = "toDecimalString(sum(CostUsd), 12)"
 
 
 def fill_series(
-    rng: OverviewRange, buckets: Sequence[tuple[int, int, int, Decimal]]
+    rng: OverviewRange, buckets: Sequence[tuple[int, int, int, str]]
 ) -> list[OverviewPoint]:
-    """A point for every bucket of the range (zeros where there was no traffic).
+    """A point for every bucket of the range (zeros where there was no traffic); costs come
+    formatted (`SERIES_COST`).
 
     A day of minutes is 1,441 points: their times are formatted by numpy in one call and
     the points validated by pydantic-core in one call, ~2x faster than a model per point.
     """
-    found = {int(t): (int(r), int(e), format_cost(Decimal(c))) for t, r, e, c in buckets}
+    found = {int(t): (int(r), int(e), str(c)) for t, r, e, c in buckets}
     zero = (0, 0, format_cost(Decimal(0)))
     first = rng.start_s // rng.step_s * rng.step_s
     starts = numpy.arange(first, rng.end_s, rng.step_s, dtype=numpy.int64)
@@ -250,7 +254,7 @@ def overview(
     series = _POOL.submit(
         db.query,
         "SELECT intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32} AS t, "
-        f"sum(Requests), sum(Errors), sum(CostUsd) FROM {{db}}.llm_tenant_series_1m WHERE {where} "
+        f"sum(Requests), sum(Errors), {SERIES_COST} FROM {{db}}.llm_tenant_series_1m WHERE {where} "
         "GROUP BY t ORDER BY t",
         {**minute_params, "step": rng.step_s},
     )

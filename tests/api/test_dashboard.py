@@ -92,6 +92,8 @@ async def test_series_has_every_bucket(
     assert [p["requests"] for p in series] == [10, 0, 0, 3, 0, 0, 0, 0, 0, 0]
     assert [p["errors"] for p in series][:4] == [2, 0, 0, 0]
     assert series[3]["cost_usd"] == "1.000000000000" and series[1]["cost_usd"] == "0.000000000000"
+    assert series[0]["cost_usd"] == "0.100000000000"  # every place, as format_cost writes
+    assert sum(Decimal(p["cost_usd"]) for p in series) == Decimal(body["cost_usd"])
     assert series[0]["requests_per_minute"] == 10.0
     five = await overview(client, keys.acme, step="300", **WINDOW)
     assert [(p["requests"], p["requests_per_minute"]) for p in five["series"]] == [
