@@ -21,16 +21,18 @@ NO_AUTH_PRINCIPAL = Principal(role=Role.ADMIN, tenant_id=DEFAULT_TENANT, key_id=
 _bearer = HTTPBearer(auto_error=False, description="An llmtel API key (admin or tenant).")
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_tenants(request: Request) -> TenantStore:
+async def get_tenants(request: Request) -> TenantStore:
     tenants: TenantStore = request.app.state.tenants
     return tenants
 
 
+# Dependencies that do no I/O are coroutines: FastAPI runs a plain `def` one in its thread
+# pool, a hop per dependency per request.
 DbDep = Annotated[Database, Depends(get_db)]
 TenantsDep = Annotated[TenantStore, Depends(get_tenants)]
 
@@ -59,7 +61,7 @@ async def current_principal(
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this endpoint needs the admin key")
     return principal
@@ -68,7 +70,7 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def tenant_scope(
+async def tenant_scope(
     principal: PrincipalDep,
     tenant: Annotated[
         str | None,
