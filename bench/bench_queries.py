@@ -207,9 +207,12 @@ async def measure(
     """`at`: evaluate as of this UNIX time (the overview's end, PromQL's time); None: now."""
     # imported here so that a load-only run does not need the API to import
     from api.app import create_app
+    from llmtel.serving import freeze_startup_heap, tune_gc
     from streams.unit_prices import GenaiUnitPrices
 
     app = create_app(db, store, prices=GenaiUnitPrices())
+    tune_gc()  # the server's collector set-up (llmtel.serving), or pauses differ
+    freeze_startup_heap()
     transport = httpx.ASGITransport(app=app)
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     _, tenant_key = store.create_key("tenant03")

@@ -16,7 +16,7 @@ from ingest.grpc import create_otlp_grpc_server
 from ingest.http import create_otlp_http_app
 from ingest.service import IngestService
 from llmtel.notify import EmbeddedAlerts, allowed_urls
-from llmtel.serving import announce_keys, http_server, run_until_signal
+from llmtel.serving import announce_keys, freeze_startup_heap, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.messages import OtlpMessage
@@ -121,6 +121,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     grpc_server = create_otlp_grpc_server(
         service, f"{settings.host}:{settings.otlp_grpc_port}", settings.max_request_bytes
     )
+    freeze_startup_heap()
     api_task = asyncio.create_task(api.serve(), name="llmtel-api")
     http_task = asyncio.create_task(otlp_http.serve(), name="llmtel-otlp-http")
     await grpc_server.start()

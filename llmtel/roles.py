@@ -20,7 +20,7 @@ from ingest.remote_auth import RemoteAuthenticator
 from ingest.service import IngestService
 from llmtel import logs
 from llmtel.notify import allowed_urls, run_kafka_notifier
-from llmtel.serving import announce_keys, http_server, run_until_signal
+from llmtel.serving import announce_keys, freeze_startup_heap, http_server, run_until_signal
 from llmtel.settings import Settings
 from schema.clickhouse import Database
 from schema.migrate import migrate
@@ -98,6 +98,7 @@ async def serve_api(settings: Settings, stop: asyncio.Event, db: Database | None
     )  # fmt: skip
     app.state.metrics_config = settings.metrics_config()  # /metrics and PromQL
     server = http_server(app, settings.host, settings.api_port)
+    freeze_startup_heap()
     task = asyncio.create_task(server.serve(), name="llmtel-api")
     await stop.wait()
     server.should_exit = True
