@@ -41,8 +41,13 @@ def table_granularity(db: Database, table: str) -> int | None:
 
 def granularity_of(query: str) -> int:
     """The index_granularity a CREATE TABLE statement sets (ClickHouse's default: 8192)."""
-    match = _GRANULARITY.search(query)
-    return int(match.group(1)) if match else 8192
+    return int(own_setting(query, "index_granularity") or 8192)
+
+
+def own_setting(query: str, name: str) -> str | None:
+    """The numeric MergeTree setting `name` a CREATE TABLE statement sets, if it does."""
+    match = re.search(rf"\b{re.escape(name)}\s*=\s*(\d+)", query)
+    return match.group(1) if match else None
 
 
 def create_query(db: Database, table: str) -> str | None:
@@ -99,6 +104,10 @@ def partitions(db: Database, table: str, *, coarser_than: int | None = None) -> 
 _VERTICAL_ENGINES = frozenset(
     {"MergeTree", "ReplacingMergeTree", "CollapsingMergeTree", "VersionedCollapsingMergeTree"}
 )
+_VERTICAL_SETTINGS = (
+    "enable_vertical_merge_algorithm",
+    "vertical_merge_algorithm_min_columns_to_activate",
+)
 
 
 def merges_vertically(db: Database, table: str) -> bool:
@@ -111,24 +120,22 @@ def merges_vertically(db: Database, table: str) -> bool:
     )
     if not rows or rows[0][0] not in _VERTICAL_ENGINES:
         return False
-    names = ("enable_vertical_merge_algorithm", "vertical_merge_algorithm_min_columns_to_activate")
-    settings = dict(
+    defaults = dict(
         db.query(
             "SELECT name, value FROM system.merge_tree_settings "
             "WHERE name IN {names:Array(String)}",
-            {"names": list(names)},
+            {"names": list(_VERTICAL_SETTINGS)},
         )
     )
-    for name in names:  # the table's own SETTINGS win over the server's defaults
-        own = re.search(rf"\b{name}\s*=\s*(\d+)", str(rows[0][1]))
-        if own:
-            settings[name] = own.group(1)
+    # the table's own SETTINGS win over the server's defaults
+    query = str(rows[0][1])
+    enabled, min_columns = (own_setting(query, n) or defaults[n] for n in _VERTICAL_SETTINGS)
     gathered = db.query(
         "SELECT count() FROM system.columns WHERE database = {database:String} "
         "AND table = {table:String} AND NOT is_in_sorting_key",
         {"database": db.name, "table": table},
     )[0][0]
-    return settings[names[0]] not in ("0", "false") and int(gathered) >= int(settings[names[1]])
+    return enabled not in ("0", "false") and int(gathered) >= int(min_columns)
 
 
 def regranulate(db: Database, table: str, granularity: int, *, rewrite: bool = False) -> bool:
