@@ -210,8 +210,8 @@ async def measure(
     from llmtel.serving import freeze_startup_heap, tune_gc
     from streams.unit_prices import GenaiUnitPrices
 
+    tune_gc()  # the server's collector set-up and order (llmtel.serving), or pauses differ
     app = create_app(db, store, prices=GenaiUnitPrices())
-    tune_gc()  # the server's collector set-up (llmtel.serving), or pauses differ
     freeze_startup_heap()
     transport = httpx.ASGITransport(app=app)
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
